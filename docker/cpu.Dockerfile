@@ -1,0 +1,30 @@
+# CPU image for the tabular, decision and serving steps (pipeline.base_image in the gcp profile).
+# Build from the repository root: docker build -f docker/cpu.Dockerfile -t IMAGE .
+FROM python:3.11.7-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY pyproject.toml constraints.txt README.md ./
+COPY retention ./retention
+COPY components ./components
+COPY pipelines ./pipelines
+COPY serving ./serving
+COPY retention_cli ./retention_cli
+COPY configs ./configs
+# torch first from the CPU index so nothing later pulls the CUDA build.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+ && pip install -c constraints.txt '.[pipeline,tabular]'
+
+FROM python:3.11.7-slim-bookworm
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 retention
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /src/configs /opt/retention/configs
+USER 10001
+WORKDIR /opt/retention
+ENTRYPOINT ["retention"]
+CMD ["--help"]

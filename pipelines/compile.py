@@ -1,0 +1,33 @@
+"""Compile the DAG to pipeline-spec YAML for Vertex AI (one document) or KFP on GKE."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from kfp import compiler
+
+from pipelines.dag import Target, build_pipeline
+from retention.config import Profile
+
+
+def compile_pipeline(profile: Profile, target: Target, out: str | Path) -> Path:
+    """Write the YAML atomically. ``kfp`` output carries a second document (platform spec)."""
+    if target == "local":
+        raise ValueError("compile for 'vertex' or 'kfp'; 'local' runs with `retention run`")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.parent)
+    os.close(fd)
+    try:
+        compiler.Compiler().compile(
+            build_pipeline(profile, target=target),
+            package_path=tmp,
+            pipeline_name=profile.pipeline.name,
+        )
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out

@@ -1,0 +1,75 @@
+"""The training DAG, built from a profile.
+
+Adding a step is one module in ``components/`` plus its line(s) here. Resources, node pools and
+accelerators are attached to each task from the profile: ``target="kfp"`` adds kfp-kubernetes node
+selectors and tolerations (KFP on GKE); ``"vertex"`` keeps the single-document spec Vertex AI reads;
+``"local"`` is what ``kfp.local`` runs (it ignores resources).
+"""
+
+from typing import Literal
+
+from kfp import dsl
+
+import components
+from components.evaluate_gates import evaluate_gates
+from components.ingest import ingest
+from components.push import push
+from components.split import split
+from components.train_risk import train_risk
+from retention.config import Profile
+
+Target = Literal["local", "vertex", "kfp"]
+GPU_TASKS: frozenset[str] = frozenset({"sft", "rm", "ppo-text"})
+
+
+def _place(task: dsl.PipelineTask, name: str, profile: Profile, target: Target):
+    task.set_display_name(name)
+    task.set_caching_options(profile.pipeline.enable_caching)
+    if target == "local":
+        return task
+    res = profile.pipeline.resources_for(name)
+    task.set_cpu_limit(res.cpu).set_memory_limit(res.memory)
+    if res.accelerator_type and res.accelerator_count:
+        task.set_accelerator_type(res.accelerator_type).set_accelerator_limit(res.accelerator_count)
+    if target == "kfp":
+        from kfp import kubernetes
+
+        gpu = res.pool == "gpu" or name in GPU_TASKS
+        pool = profile.pipeline.gpu_pool if gpu else profile.pipeline.cpu_pool
+        for key, value in pool.node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for tol in pool.tolerations:
+            kubernetes.add_toleration(
+                task,
+                key=tol.get("key"),
+                operator=tol.get("operator", "Equal"),
+                value=tol.get("value"),
+                effect=tol.get("effect"),
+            )
+    return task
+
+
+def build_pipeline(profile: Profile, target: Target = "local"):
+    """A ``@dsl.pipeline`` function whose only parameter is the profile as JSON."""
+    c = {f.__name__: components.build(f, profile, gpu=False) for f in (ingest, split, train_risk)}
+    c["evaluate_gates"] = components.build(evaluate_gates, profile)
+    c["push"] = components.build(push, profile)
+
+    @dsl.pipeline(name=profile.pipeline.name, description="Retention platform training DAG")
+    def retention_pipeline(config_json: str = profile.model_dump_json()):
+        def place(task, name):
+            return _place(task, name, profile, target)
+
+        ing = place(c["ingest"](config_json=config_json), "ingest")
+        spl = place(c["split"](config_json=config_json, dataset=ing.outputs["dataset"]), "split")
+        risk = place(
+            c["train_risk"](config_json=config_json, splits=spl.outputs["splits"]), "train-risk"
+        )
+        gates = place(
+            c["evaluate_gates"](config_json=config_json, risk=risk.outputs["model"]),
+            "evaluate-gates",
+        )
+        with dsl.If(gates.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 - KFP DSL
+            place(c["push"](config_json=config_json, risk=risk.outputs["model"]), "push")
+
+    return retention_pipeline

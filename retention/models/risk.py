@@ -1,0 +1,34 @@
+"""train-risk: P(churn) for the customer table, with calibration, cost threshold and SHAP factors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from retention.config import Profile
+from retention.data.split import read_split
+from retention.fileio import write_json
+from retention.models.binary import Columns, train_binary
+
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.json"
+
+
+def columns_for(profile: Profile) -> Columns:
+    spec = profile.data.customers
+    if not spec.target:
+        raise ValueError("data.customers needs a target column for the risk model")
+    exclude = [c for c in (spec.time_column, spec.group_column) if c]
+    return Columns(target=spec.target, id_column=spec.id_column, exclude=exclude)
+
+
+def train_risk(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Train on the customers split; write ``model/``, ``metrics.json`` and ``curves.json``."""
+    out = Path(out_dir)
+    parts = [read_split(split_dir, "customers", p) for p in ("train", "valid", "test")]
+    model, metrics, curves = train_binary(*parts, columns_for(profile), profile.risk, profile.seed)
+    model.save(out / MODEL_DIR)
+    write_json(out / CURVES_FILE, curves)
+    write_json(out / METRICS_FILE, metrics)
+    return metrics

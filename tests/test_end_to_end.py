@@ -1,0 +1,114 @@
+"""`retention run --profile tiny` end to end through kfp.local, and the CLI's other entry points."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from retention.data import synthetic
+
+CLI = [sys.executable, "-m", "retention_cli.main"]
+
+
+def _run(args, cwd):
+    return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    proc = _run(["run", "--profile", "tiny"], cwd=tmp)
+    return tmp, proc
+
+
+def test_tiny_profile_trains_gates_and_pushes(tiny_run):
+    tmp, proc = tiny_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    prod = json.loads((tmp / "model-store" / "production").read_text())
+    version = prod["models"]["risk"]
+    model_dir = tmp / "model-store" / "risk" / version
+    assert (model_dir / "model.json").is_file() and (model_dir / "preprocess.json").is_file()
+    assert "gate PASS: risk.auc" in proc.stdout and "pushed release" in proc.stdout
+    reports = list((tmp / "runs").glob("*/evaluate-gates/report"))
+    assert reports and "<img" in reports[0].read_text()
+    for task in ("ingest", "split", "train-risk", "evaluate-gates", "push"):
+        assert f"Task '{task}' finished with status" in _plain(proc.stderr + proc.stdout)
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_failed_gate_pushes_nothing_and_keeps_production(tiny_run):
+    tmp, _ = tiny_run
+    before = (tmp / "model-store" / "production").read_text()
+    versions = sorted((tmp / "model-store" / "risk").iterdir())
+    proc = _run(["run", "--profile", "tiny", "--set", "gates.risk_auc_min=0.999"], cwd=tmp)
+    assert proc.returncode == 3
+    assert "gate FAIL: risk.auc" in proc.stdout and "misses >= 0.999 by" in proc.stdout
+    assert "nothing pushed" in proc.stdout
+    assert (tmp / "model-store" / "production").read_text() == before
+    assert sorted((tmp / "model-store" / "risk").iterdir()) == versions
+
+
+def test_config_error_exits_2_naming_the_key(tmp_path):
+    proc = _run(["run", "--profile", "tiny", "--set", "risk.depth=3"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown key 'risk.depth'" in proc.stderr
+
+
+def test_train_risk_on_a_csv_it_has_never_seen(tmp_path):
+    df = synthetic.bank_offers(1500, 3)
+    df = df.rename(columns={"y": "subscribed"}).drop(columns=["contact_id"])
+    data = tmp_path / "any.csv"
+    df.to_csv(data, sep=";", index=False)
+    proc = _run(
+        [
+            "train",
+            "risk",
+            "--data",
+            str(data),
+            "--target",
+            "subscribed",
+            "--positive",
+            "yes",
+            "--sep",
+            ";",
+            "--drop",
+            "euribor3m",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["test_auc"] > 0.6
+    meta = json.loads((tmp_path / "out" / "model" / "preprocess.json").read_text())
+    assert "euribor3m" not in meta["preprocess"]["numeric"]
+
+
+def test_train_risk_reports_bad_data_clearly(tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("a,b\n1,x\n")
+    proc = _run(
+        [
+            "train",
+            "risk",
+            "--data",
+            str(data),
+            "--target",
+            "y",
+            "--positive",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "bad.csv: column 'y': required column is missing" in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,110 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from retention.config import BinaryTrainerConfig, DatasetSpec, SplitConfig
+from retention.data import synthetic
+from retention.data.split import split_frame
+from retention.data.validate import validate_table
+from retention.models.binary import BinaryModel, Columns, train_binary
+from retention.models.calibration import choose_calibrator, fit_calibrator
+
+CFG = BinaryTrainerConfig(n_estimators=150, learning_rate=0.1, cv_folds=3, bootstrap=100)
+SPEC = DatasetSpec(
+    target="Churn",
+    positive="Yes",
+    labels=["Yes", "No"],
+    id_column="customerID",
+    columns={"tenure": "integer", "MonthlyCharges": "number", "TotalCharges": "number"},
+)
+
+
+@pytest.fixture(scope="module")
+def customers():
+    raw = synthetic.telco_customers(1500, 7).astype(str)
+    return validate_table(raw, "synthetic", SPEC)
+
+
+@pytest.fixture(scope="module")
+def trained(customers):
+    parts = split_frame(customers, SPEC, SplitConfig(), 42)
+    cols = Columns(target="Churn", id_column="customerID")
+    model, metrics, curves = train_binary(
+        parts["train"], parts["valid"], parts["test"], cols, CFG, 42
+    )
+    return model, metrics, curves, parts
+
+
+def test_synthetic_signal_is_learnable_but_not_one_column(customers):
+    y = customers["Churn"].to_numpy()
+    best_single = 0.0
+    for col in customers.columns.drop(["Churn", "customerID"]):
+        s = customers[col]
+        if s.dtype == "string":
+            # Target-mean encoding gives a categorical column its best possible ranking.
+            score = pd.Series(y).groupby(pd.factorize(s)[0]).transform("mean")
+        else:
+            score = s.fillna(s.median())
+        auc = roc_auc_score(y, score)
+        best_single = max(best_single, auc, 1 - auc)
+    assert best_single < 0.78
+
+
+def test_trainer_metrics(trained):
+    model, metrics, curves, _ = trained
+    assert metrics["test_auc"] > 0.75
+    assert metrics["test_auc_ci_low"] < metrics["test_auc"] < metrics["test_auc_ci_high"]
+    assert 0 <= metrics["oof_ece"] < 0.08
+    assert len(metrics["cv_fold_auc"]) == 3
+    assert metrics["calibration"] in {"isotonic", "platt", "none"}
+    assert np.isclose(model.threshold, 1 / 6)  # fp / (fp + fn) with costs 1 and 5
+    assert curves["confusion"][0][0] + curves["confusion"][1][1] > 0
+
+
+def test_chosen_calibration_does_not_worsen_validation_log_loss(trained):
+    _, metrics, _, _ = trained
+    scores = metrics["calibration_valid_log_loss"]
+    assert scores[metrics["calibration"]] <= scores["none"] + 1e-12
+
+
+def test_calibration_fixes_a_miscalibrated_score():
+    rng = np.random.default_rng(0)
+    p_true = rng.uniform(0.02, 0.98, 4000)
+    y = (rng.random(4000) < p_true).astype(int)
+    skewed = p_true**3  # systematically too low
+    cal, scores = choose_calibrator(skewed, y, "auto", seed=0)
+    assert cal.method != "none"
+    assert log_loss(y, cal(skewed)) < log_loss(y, skewed)
+    for method in ("isotonic", "platt"):
+        c = fit_calibrator(skewed, y, method)
+        assert log_loss(y, c(skewed)) < log_loss(y, skewed)
+
+
+def test_shap_contributions_sum_to_margin(trained):
+    model, _, _, parts = trained
+    test = parts["test"]
+    contrib = model.contributions(test)
+    assert np.allclose(contrib.sum(axis=1), model.margin(test), atol=1e-4)
+    factors = model.top_factors(test.head(3), k=3)
+    assert len(factors) == 3 and all(len(f) == 3 for f in factors)
+    assert factors[0][0]["shap"] >= factors[0][1]["shap"]
+
+
+def test_save_and_load_reproduce_predictions_without_pickle(trained, tmp_path):
+    model, _, _, parts = trained
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "preprocess.json"]
+    again = BinaryModel.load(tmp_path / "m")
+    np.testing.assert_allclose(
+        again.predict_proba(parts["test"]), model.predict_proba(parts["test"])
+    )
+
+
+def test_unseen_category_and_raw_strings_are_handled(trained):
+    model, _, _, parts = trained
+    row = parts["test"].head(1).copy().astype(object)
+    row["Contract"] = "Ten year"
+    row["tenure"] = "12"
+    p = model.predict_proba(row)
+    assert 0 < p[0] < 1
