@@ -4,6 +4,7 @@ from kfp.dsl import HTML, Input, Metrics, Model, Output
 def evaluate_gates(
     config_json: str,
     risk: Input[Model],
+    accept: Input[Model],
     report: Output[HTML],
     summary: Output[Metrics],
 ) -> bool:
@@ -16,7 +17,9 @@ def evaluate_gates(
     from retention.evaluation.evaluate import evaluate_run
 
     result = evaluate_run(
-        Profile.model_validate_json(config_json), {"risk": risk.path}, report.path
+        Profile.model_validate_json(config_json),
+        {"risk": risk.path, "accept": accept.path},
+        report.path,
     )
     for gate in result["gates"]:
         if gate["value"] is not None:

@@ -15,6 +15,7 @@ from components.evaluate_gates import evaluate_gates
 from components.ingest import ingest
 from components.push import push
 from components.split import split
+from components.train_accept import train_accept
 from components.train_risk import train_risk
 from retention.config import Profile
 
@@ -51,7 +52,10 @@ def _place(task: dsl.PipelineTask, name: str, profile: Profile, target: Target):
 
 def build_pipeline(profile: Profile, target: Target = "local"):
     """A ``@dsl.pipeline`` function whose only parameter is the profile as JSON."""
-    c = {f.__name__: components.build(f, profile, gpu=False) for f in (ingest, split, train_risk)}
+    c = {
+        f.__name__: components.build(f, profile, gpu=False)
+        for f in (ingest, split, train_risk, train_accept)
+    }
     c["evaluate_gates"] = components.build(evaluate_gates, profile)
     c["push"] = components.build(push, profile)
 
@@ -65,11 +69,13 @@ def build_pipeline(profile: Profile, target: Target = "local"):
         risk = place(
             c["train_risk"](config_json=config_json, splits=spl.outputs["splits"]), "train-risk"
         )
-        gates = place(
-            c["evaluate_gates"](config_json=config_json, risk=risk.outputs["model"]),
-            "evaluate-gates",
+        accept = place(
+            c["train_accept"](config_json=config_json, splits=spl.outputs["splits"]),
+            "train-accept",
         )
+        models = {"risk": risk.outputs["model"], "accept": accept.outputs["model"]}
+        gates = place(c["evaluate_gates"](config_json=config_json, **models), "evaluate-gates")
         with dsl.If(gates.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 - KFP DSL
-            place(c["push"](config_json=config_json, risk=risk.outputs["model"]), "push")
+            place(c["push"](config_json=config_json, **models), "push")
 
     return retention_pipeline

@@ -113,11 +113,27 @@ class BinaryTrainerConfig(Strict):
     n_jobs: int = Field(default=2, ge=1)
 
 
-class GatesConfig(Strict):
-    """Exit criteria; defaults are the seed project's."""
+class ModelGates(Strict):
+    """Bounds on one model's metrics: ``min: {auc: 0.78}`` means test AUC must be >= 0.78."""
 
-    risk_auc_min: float = 0.78
-    risk_ece_max: float = 0.05
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+
+
+class GatesConfig(Strict):
+    """Exit criteria per model; defaults are the seed project's."""
+
+    risk: ModelGates = Field(
+        default_factory=lambda: ModelGates(min={"auc": 0.78}, max={"ece": 0.05})
+    )
+    accept: ModelGates = Field(
+        default_factory=lambda: ModelGates(
+            min={"auc": 0.70}, max={"ece": 0.05, "monotone_violations": 0}
+        )
+    )
+
+    def items(self) -> list[tuple[str, ModelGates]]:
+        return [(name, getattr(self, name)) for name in type(self).model_fields]
 
 
 # ------------------------------------------------------------------------------------------ platform
@@ -168,6 +184,7 @@ class Profile(Strict):
     data: DataConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
     risk: BinaryTrainerConfig = Field(default_factory=BinaryTrainerConfig)
+    accept: BinaryTrainerConfig = Field(default_factory=BinaryTrainerConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     gcp: GcpConfig = Field(default_factory=GcpConfig)

@@ -15,9 +15,9 @@ def test_local_is_the_default():
 
 
 def test_override_sets_nested_value_with_its_type():
-    p = load_profile("tiny", overrides=["risk.max_depth=7", "gates.risk_auc_min=0.9"])
+    p = load_profile("tiny", overrides=["risk.max_depth=7", "gates.risk.min.auc=0.9"])
     assert p.risk.max_depth == 7
-    assert p.gates.risk_auc_min == 0.9
+    assert p.gates.risk.min["auc"] == 0.9
 
 
 def test_unknown_key_is_named(tmp_path):

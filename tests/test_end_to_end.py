@@ -26,13 +26,14 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     tmp, proc = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     prod = json.loads((tmp / "model-store" / "production").read_text())
+    assert set(prod["models"]) == {"risk", "accept"}
     version = prod["models"]["risk"]
     model_dir = tmp / "model-store" / "risk" / version
     assert (model_dir / "model.json").is_file() and (model_dir / "preprocess.json").is_file()
     assert "gate PASS: risk.auc" in proc.stdout and "pushed release" in proc.stdout
     reports = list((tmp / "runs").glob("*/evaluate-gates/report"))
     assert reports and "<img" in reports[0].read_text()
-    for task in ("ingest", "split", "train-risk", "evaluate-gates", "push"):
+    for task in ("ingest", "split", "train-risk", "train-accept", "evaluate-gates", "push"):
         assert f"Task '{task}' finished with status" in _plain(proc.stderr + proc.stdout)
 
 
@@ -46,7 +47,7 @@ def test_failed_gate_pushes_nothing_and_keeps_production(tiny_run):
     tmp, _ = tiny_run
     before = (tmp / "model-store" / "production").read_text()
     versions = sorted((tmp / "model-store" / "risk").iterdir())
-    proc = _run(["run", "--profile", "tiny", "--set", "gates.risk_auc_min=0.999"], cwd=tmp)
+    proc = _run(["run", "--profile", "tiny", "--set", "gates.risk.min.auc=0.999"], cwd=tmp)
     assert proc.returncode == 3
     assert "gate FAIL: risk.auc" in proc.stdout and "misses >= 0.999 by" in proc.stdout
     assert "nothing pushed" in proc.stdout

@@ -2,22 +2,21 @@ import json
 
 import pytest
 
-from retention.config import GatesConfig
+from retention.config import GatesConfig, ModelGates
 from retention.evaluation.gates import evaluate, gates_from_config
 from retention.store.model_store import LocalBackend, ModelStore
 
 
 def test_gates_come_from_config_fields():
-    gates = gates_from_config(GatesConfig(risk_auc_min=0.8, risk_ece_max=0.05))
-    assert {(g.model, g.metric, g.op) for g in gates} == {
-        ("risk", "auc", ">="),
-        ("risk", "ece", "<="),
-    }
+    gates = gates_from_config(GatesConfig(risk=ModelGates(min={"auc": 0.8}, max={"ece": 0.05})))
+    triples = {(g.model, g.metric, g.op) for g in gates}
+    assert {("risk", "auc", ">="), ("risk", "ece", "<=")} <= triples
+    assert ("accept", "monotone_violations", "<=") in triples
 
 
 def test_failed_gate_says_which_metric_and_by_how_much():
     res = evaluate(
-        GatesConfig(risk_auc_min=0.8, risk_ece_max=0.05),
+        GatesConfig(risk=ModelGates(min={"auc": 0.8}, max={"ece": 0.05}), accept=ModelGates()),
         {"risk": {"test_auc": 0.75, "test_ece": 0.01}},
     )
     failed = [r for r in res if not r.passed]

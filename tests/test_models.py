@@ -108,3 +108,33 @@ def test_unseen_category_and_raw_strings_are_handled(trained):
     row["tenure"] = "12"
     p = model.predict_proba(row)
     assert 0 < p[0] < 1
+
+
+def test_accept_model_is_monotone_in_the_offer_level():
+    from retention.models.accept import MONOTONE, acceptance_curve
+
+    offers = synthetic.bank_offers(3000, 11)
+    spec = DatasetSpec(target="y", positive="yes", labels=["yes", "no"], id_column="contact_id")
+    df = validate_table(offers.astype(str), "synthetic", spec)
+    parts = split_frame(df, spec, SplitConfig(), 42)
+    cols = Columns(target="y", id_column="contact_id")
+    model, _, _ = train_binary(
+        parts["train"], parts["valid"], parts["test"], cols, CFG, 42, MONOTONE, False
+    )
+    rng = np.random.default_rng(0)
+    # Random customers, including combinations never seen in training.
+    random_rows = pd.DataFrame(
+        {c: rng.permutation(df[c].to_numpy())[:500] for c in df.columns if c != "y"}
+    )
+    curve = acceptance_curve(model, random_rows)
+    assert (np.diff(curve, axis=1) >= -1e-12).all()
+    assert curve[:, 3].mean() > curve[:, 0].mean()  # the constraint is not just a flat line
+
+
+def test_bank_adapter_drops_duration_and_derives_offer_level():
+    from retention.models.accept import bank_marketing_adapter
+
+    raw = pd.DataFrame({"duration": [100, 5], "previous": [0, 7], "age": [30, 40]})
+    out = bank_marketing_adapter(raw)
+    assert "duration" not in out and "previous" not in out
+    assert out["offer_level"].tolist() == [0, 3]

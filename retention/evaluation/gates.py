@@ -49,15 +49,10 @@ class GateResult:
 
 
 def gates_from_config(cfg: GatesConfig) -> list[Gate]:
-    """``<model>_<metric>_min`` / ``_max`` fields become gates on ``<model>``'s ``test_<metric>``."""
     gates = []
-    for field, threshold in cfg.model_dump().items():
-        if threshold is None:
-            continue
-        model, _, rest = field.partition("_")
-        metric, _, bound = rest.rpartition("_")
-        op = ">=" if bound == "min" else "<="
-        gates.append(Gate(model, metric, op, float(threshold)))
+    for model, bounds in cfg.items():
+        gates += [Gate(model, metric, ">=", float(v)) for metric, v in bounds.min.items()]
+        gates += [Gate(model, metric, "<=", float(v)) for metric, v in bounds.max.items()]
     return gates
 
 
