@@ -5,6 +5,7 @@ def evaluate_gates(
     config_json: str,
     risk: Input[Model],
     accept: Input[Model],
+    phase_health: Input[Model],
     report: Output[HTML],
     summary: Output[Metrics],
 ) -> bool:
@@ -18,7 +19,7 @@ def evaluate_gates(
 
     result = evaluate_run(
         Profile.model_validate_json(config_json),
-        {"risk": risk.path, "accept": accept.path},
+        {"risk": risk.path, "accept": accept.path, "phase_health": phase_health.path},
         report.path,
     )
     for gate in result["gates"]:

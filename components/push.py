@@ -1,7 +1,9 @@
 from kfp.dsl import Input, Model
 
 
-def push(config_json: str, risk: Input[Model], accept: Input[Model]) -> str:
+def push(
+    config_json: str, risk: Input[Model], accept: Input[Model], phase_health: Input[Model]
+) -> str:
     """Copy the gated models to the model store under a new version; flip ``production``."""
     import json
 
@@ -9,7 +11,8 @@ def push(config_json: str, risk: Input[Model], accept: Input[Model]) -> str:
     from retention.store.push import push_models
 
     pointer = push_models(
-        Profile.model_validate_json(config_json), {"risk": risk.path, "accept": accept.path}
+        Profile.model_validate_json(config_json),
+        {"risk": risk.path, "accept": accept.path, "phase_health": phase_health.path},
     )
     print(f"pushed release {pointer['release']}: {json.dumps(pointer['models'])}")
     return json.dumps(pointer)

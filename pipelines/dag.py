@@ -16,6 +16,7 @@ from components.ingest import ingest
 from components.push import push
 from components.split import split
 from components.train_accept import train_accept
+from components.train_phase_health import train_phase_health
 from components.train_risk import train_risk
 from retention.config import Profile
 
@@ -52,12 +53,8 @@ def _place(task: dsl.PipelineTask, name: str, profile: Profile, target: Target):
 
 def build_pipeline(profile: Profile, target: Target = "local"):
     """A ``@dsl.pipeline`` function whose only parameter is the profile as JSON."""
-    c = {
-        f.__name__: components.build(f, profile, gpu=False)
-        for f in (ingest, split, train_risk, train_accept)
-    }
-    c["evaluate_gates"] = components.build(evaluate_gates, profile)
-    c["push"] = components.build(push, profile)
+    steps = (ingest, split, train_risk, train_accept, train_phase_health, evaluate_gates, push)
+    c = {f.__name__: components.build(f, profile) for f in steps}
 
     @dsl.pipeline(name=profile.pipeline.name, description="Retention platform training DAG")
     def retention_pipeline(config_json: str = profile.model_dump_json()):
@@ -73,7 +70,15 @@ def build_pipeline(profile: Profile, target: Target = "local"):
             c["train_accept"](config_json=config_json, splits=spl.outputs["splits"]),
             "train-accept",
         )
-        models = {"risk": risk.outputs["model"], "accept": accept.outputs["model"]}
+        health = place(
+            c["train_phase_health"](config_json=config_json, splits=spl.outputs["splits"]),
+            "train-phase-health",
+        )
+        models = {
+            "risk": risk.outputs["model"],
+            "accept": accept.outputs["model"],
+            "phase_health": health.outputs["model"],
+        }
         gates = place(c["evaluate_gates"](config_json=config_json, **models), "evaluate-gates")
         with dsl.If(gates.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 - KFP DSL
             place(c["push"](config_json=config_json, **models), "push")

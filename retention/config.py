@@ -120,6 +120,17 @@ class ModelGates(Strict):
     max: dict[str, float] = Field(default_factory=dict)
 
 
+class PhaseHealthConfig(Strict):
+    """One LightGBM classifier per journey phase."""
+
+    n_estimators: int = Field(default=400, gt=0)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    num_leaves: int = Field(default=15, ge=2)
+    min_child_samples: int = Field(default=20, ge=1)
+    early_stopping_rounds: int = Field(default=30, gt=0)
+    n_jobs: int = Field(default=2, ge=1)
+
+
 class GatesConfig(Strict):
     """Exit criteria per model; defaults are the seed project's."""
 
@@ -130,6 +141,10 @@ class GatesConfig(Strict):
         default_factory=lambda: ModelGates(
             min={"auc": 0.70}, max={"ece": 0.05, "monotone_violations": 0}
         )
+    )
+
+    phase_health: ModelGates = Field(
+        default_factory=lambda: ModelGates(min={"auc": 0.70, "min_phase_auc": 0.65})
     )
 
     def items(self) -> list[tuple[str, ModelGates]]:
@@ -185,6 +200,7 @@ class Profile(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     risk: BinaryTrainerConfig = Field(default_factory=BinaryTrainerConfig)
     accept: BinaryTrainerConfig = Field(default_factory=BinaryTrainerConfig)
+    phase_health: PhaseHealthConfig = Field(default_factory=PhaseHealthConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     gcp: GcpConfig = Field(default_factory=GcpConfig)

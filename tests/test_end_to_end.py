@@ -26,14 +26,22 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     tmp, proc = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     prod = json.loads((tmp / "model-store" / "production").read_text())
-    assert set(prod["models"]) == {"risk", "accept"}
+    assert set(prod["models"]) == {"risk", "accept", "phase_health"}
     version = prod["models"]["risk"]
     model_dir = tmp / "model-store" / "risk" / version
     assert (model_dir / "model.json").is_file() and (model_dir / "preprocess.json").is_file()
     assert "gate PASS: risk.auc" in proc.stdout and "pushed release" in proc.stdout
     reports = list((tmp / "runs").glob("*/evaluate-gates/report"))
     assert reports and "<img" in reports[0].read_text()
-    for task in ("ingest", "split", "train-risk", "train-accept", "evaluate-gates", "push"):
+    for task in (
+        "ingest",
+        "split",
+        "train-risk",
+        "train-accept",
+        "train-phase-health",
+        "evaluate-gates",
+        "push",
+    ):
         assert f"Task '{task}' finished with status" in _plain(proc.stderr + proc.stdout)
 
 

@@ -138,3 +138,27 @@ def test_bank_adapter_drops_duration_and_derives_offer_level():
     out = bank_marketing_adapter(raw)
     assert "duration" not in out and "previous" not in out
     assert out["offer_level"].tolist() == [0, 3]
+
+
+def test_phase_health_models_drivers_and_grounded_summaries(tmp_path):
+    from retention.config import load_profile
+    from retention.data.ingest import ingest
+    from retention.data.split import split
+    from retention.models.phase_health import PHASES, score_customer, train_phase_health
+
+    profile = load_profile("tiny")
+    ingest(profile, tmp_path / "ds")
+    split(profile, tmp_path / "ds", tmp_path / "sp")
+    m = train_phase_health(profile, tmp_path / "sp", tmp_path / "ph")
+    assert set(m["phases"]) == set(PHASES)
+    assert m["test_auc"] > 0.6
+    journey = pd.read_parquet(tmp_path / "ds" / "journey.parquet")
+    for phase, v in m["phases"].items():
+        rows = journey[journey["phase"] == phase]
+        # The summary's healthy share is the data's, not an invented number.
+        assert f"{rows['health'].mean():.0%} of customers are healthy" in v["summary"]
+        assert v["drivers"][0]["feature"] in v["summary"]
+    one = journey[journey["customer_id"] == journey["customer_id"].iloc[0]]
+    scores = score_customer(tmp_path / "ph" / "model", one)
+    assert set(scores) == set(PHASES) | {"overall"}
+    assert np.isclose(scores["overall"], np.mean([scores[p] for p in PHASES]))

@@ -7,7 +7,15 @@ from pipelines import vertex
 from pipelines.compile import compile_pipeline
 from retention.config import load_profile
 
-TASKS = {"ingest", "split", "train-risk", "train-accept", "evaluate-gates", "push"}
+TASKS = {
+    "ingest",
+    "split",
+    "train-risk",
+    "train-accept",
+    "train-phase-health",
+    "evaluate-gates",
+    "push",
+}
 
 
 @pytest.fixture(scope="module")

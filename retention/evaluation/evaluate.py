@@ -12,6 +12,7 @@ from retention.fileio import atomic_path, read_json, write_json
 
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.json"
+SHAP_FILE = "shap.json"
 
 
 def evaluate_run(
@@ -25,6 +26,8 @@ def evaluate_run(
             metrics[name] = read_json(d / METRICS_FILE)
         if (d / CURVES_FILE).is_file():
             curves[name] = read_json(d / CURVES_FILE)
+        if (d / SHAP_FILE).is_file():
+            curves.setdefault(name, {})["shap"] = read_json(d / SHAP_FILE)
     results = evaluate(profile.gates, metrics)
     passed = bool(results) and all(r.passed for r in results)
     with atomic_path(report_path) as tmp:

@@ -50,6 +50,47 @@ def roc_and_calibration_png(name: str, curves: dict[str, Any]) -> list[str]:
     return out
 
 
+def shap_bars_png(shap: dict[str, Any]) -> str:
+    """One bar chart of mean |SHAP| per feature for each journey phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = list(shap["mean_abs_shap"])
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
+    for ax, phase in zip(axes.ravel(), phases, strict=False):
+        values = shap["mean_abs_shap"][phase]
+        order = sorted(range(len(values)), key=values.__getitem__)
+        ax.barh([shap["features"][i] for i in order], [values[i] for i in order])
+        ax.set_title(phase)
+    fig.supxlabel("mean |SHAP| (log-odds), test rows")
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def _phase_section(metrics: dict[str, Any], curves: dict[str, Any]) -> list[str]:
+    parts = [
+        "<table><tr><th>phase</th><th>test AUC</th><th>healthy</th><th>top drivers</th>"
+        "<th>summary</th></tr>"
+    ]
+    for phase, v in metrics["phases"].items():
+        drivers = ", ".join(f"{d['feature']} ({d['mean_abs_shap']:.3f})" for d in v["drivers"])
+        parts.append(
+            f"<tr><td>{html.escape(phase)}</td><td>{v['test_auc']:.3f}</td>"
+            f"<td>{v['healthy_share']:.0%}</td><td>{html.escape(drivers)}</td>"
+            f"<td>{html.escape(v['summary'])}</td></tr>"
+        )
+    parts.append("</table>")
+    if "shap" in curves:
+        parts.append(
+            f"<img alt='SHAP by phase' src='data:image/png;base64,{shap_bars_png(curves['shap'])}'>"
+        )
+    return parts
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
@@ -86,6 +127,8 @@ def render(
             if isinstance(v, (int, float, str)):
                 parts.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>")
         parts.append("</table>")
+        if "phases" in metrics:
+            parts += _phase_section(metrics, curves_by_model.get(name, {}))
         if name in curves_by_model and "roc" in curves_by_model[name]:
             imgs = roc_and_calibration_png(name, curves_by_model[name])
             parts.append(
