@@ -16,7 +16,11 @@ def test_gates_come_from_config_fields():
 
 def test_failed_gate_says_which_metric_and_by_how_much():
     res = evaluate(
-        GatesConfig(risk=ModelGates(min={"auc": 0.8}, max={"ece": 0.05}), accept=ModelGates()),
+        GatesConfig(
+            risk=ModelGates(min={"auc": 0.8}, max={"ece": 0.05}),
+            accept=ModelGates(),
+            phase_health=ModelGates(),
+        ),
         {"risk": {"test_auc": 0.75, "test_ece": 0.01}},
     )
     failed = [r for r in res if not r.passed]
