@@ -6,6 +6,7 @@ def evaluate_gates(
     risk: Input[Model],
     accept: Input[Model],
     phase_health: Input[Model],
+    ltv: Input[Model],
     report: Output[HTML],
     summary: Output[Metrics],
 ) -> bool:
@@ -19,7 +20,12 @@ def evaluate_gates(
 
     result = evaluate_run(
         Profile.model_validate_json(config_json),
-        {"risk": risk.path, "accept": accept.path, "phase_health": phase_health.path},
+        {
+            "risk": risk.path,
+            "accept": accept.path,
+            "phase_health": phase_health.path,
+            "ltv": ltv.path,
+        },
         report.path,
     )
     for gate in result["gates"]:

@@ -2,7 +2,11 @@ from kfp.dsl import Input, Model
 
 
 def push(
-    config_json: str, risk: Input[Model], accept: Input[Model], phase_health: Input[Model]
+    config_json: str,
+    risk: Input[Model],
+    accept: Input[Model],
+    phase_health: Input[Model],
+    ltv: Input[Model],
 ) -> str:
     """Copy the gated models to the model store under a new version; flip ``production``."""
     import json
@@ -12,7 +16,12 @@ def push(
 
     pointer = push_models(
         Profile.model_validate_json(config_json),
-        {"risk": risk.path, "accept": accept.path, "phase_health": phase_health.path},
+        {
+            "risk": risk.path,
+            "accept": accept.path,
+            "phase_health": phase_health.path,
+            "ltv": ltv.path,
+        },
     )
     print(f"pushed release {pointer['release']}: {json.dumps(pointer['models'])}")
     return json.dumps(pointer)

@@ -16,6 +16,7 @@ from components.ingest import ingest
 from components.push import push
 from components.split import split
 from components.train_accept import train_accept
+from components.train_ltv import train_ltv
 from components.train_phase_health import train_phase_health
 from components.train_risk import train_risk
 from retention.config import Profile
@@ -53,7 +54,16 @@ def _place(task: dsl.PipelineTask, name: str, profile: Profile, target: Target):
 
 def build_pipeline(profile: Profile, target: Target = "local"):
     """A ``@dsl.pipeline`` function whose only parameter is the profile as JSON."""
-    steps = (ingest, split, train_risk, train_accept, train_phase_health, evaluate_gates, push)
+    steps = (
+        ingest,
+        split,
+        train_risk,
+        train_accept,
+        train_phase_health,
+        train_ltv,
+        evaluate_gates,
+        push,
+    )
     c = {f.__name__: components.build(f, profile) for f in steps}
 
     @dsl.pipeline(name=profile.pipeline.name, description="Retention platform training DAG")
@@ -74,10 +84,14 @@ def build_pipeline(profile: Profile, target: Target = "local"):
             c["train_phase_health"](config_json=config_json, splits=spl.outputs["splits"]),
             "train-phase-health",
         )
+        ltv = place(
+            c["train_ltv"](config_json=config_json, splits=spl.outputs["splits"]), "train-ltv"
+        )
         models = {
             "risk": risk.outputs["model"],
             "accept": accept.outputs["model"],
             "phase_health": health.outputs["model"],
+            "ltv": ltv.outputs["model"],
         }
         gates = place(c["evaluate_gates"](config_json=config_json, **models), "evaluate-gates")
         with dsl.If(gates.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 - KFP DSL

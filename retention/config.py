@@ -131,6 +131,20 @@ class PhaseHealthConfig(Strict):
     n_jobs: int = Field(default=2, ge=1)
 
 
+class LtvConfig(Strict):
+    """12-month value: hurdle Gamma GLM vs LightGBM Tweedie, chosen on validation."""
+
+    horizon_days: int = Field(default=365, gt=0)
+    amount_column: str = "amount"
+    tweedie_power: float = Field(default=1.5, gt=1, lt=2)
+    n_estimators: int = Field(default=600, gt=0)
+    learning_rate: float = Field(default=0.03, gt=0, le=1)
+    num_leaves: int = Field(default=15, ge=2)
+    min_child_samples: int = Field(default=40, ge=1)
+    early_stopping_rounds: int = Field(default=50, gt=0)
+    n_jobs: int = Field(default=2, ge=1)
+
+
 class GatesConfig(Strict):
     """Exit criteria per model; defaults are the seed project's."""
 
@@ -145,6 +159,12 @@ class GatesConfig(Strict):
 
     phase_health: ModelGates = Field(
         default_factory=lambda: ModelGates(min={"auc": 0.70, "min_phase_auc": 0.65})
+    )
+
+    ltv: ModelGates = Field(
+        default_factory=lambda: ModelGates(
+            min={"top10_capture": 0.25}, max={"abs_revenue_error": 0.3}
+        )
     )
 
     def items(self) -> list[tuple[str, ModelGates]]:
@@ -201,6 +221,7 @@ class Profile(Strict):
     risk: BinaryTrainerConfig = Field(default_factory=BinaryTrainerConfig)
     accept: BinaryTrainerConfig = Field(default_factory=BinaryTrainerConfig)
     phase_health: PhaseHealthConfig = Field(default_factory=PhaseHealthConfig)
+    ltv: LtvConfig = Field(default_factory=LtvConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     gcp: GcpConfig = Field(default_factory=GcpConfig)

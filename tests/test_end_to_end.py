@@ -26,7 +26,7 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     tmp, proc = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     prod = json.loads((tmp / "model-store" / "production").read_text())
-    assert set(prod["models"]) == {"risk", "accept", "phase_health"}
+    assert set(prod["models"]) == {"risk", "accept", "phase_health", "ltv"}
     version = prod["models"]["risk"]
     model_dir = tmp / "model-store" / "risk" / version
     assert (model_dir / "model.json").is_file() and (model_dir / "preprocess.json").is_file()
@@ -39,6 +39,7 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
         "train-risk",
         "train-accept",
         "train-phase-health",
+        "train-ltv",
         "evaluate-gates",
         "push",
     ):

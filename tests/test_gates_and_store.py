@@ -20,6 +20,7 @@ def test_failed_gate_says_which_metric_and_by_how_much():
             risk=ModelGates(min={"auc": 0.8}, max={"ece": 0.05}),
             accept=ModelGates(),
             phase_health=ModelGates(),
+            ltv=ModelGates(),
         ),
         {"risk": {"test_auc": 0.75, "test_ece": 0.01}},
     )

@@ -162,3 +162,37 @@ def test_phase_health_models_drivers_and_grounded_summaries(tmp_path):
     scores = score_customer(tmp_path / "ph" / "model", one)
     assert set(scores) == set(PHASES) | {"overall"}
     assert np.isclose(scores["overall"], np.mean([scores[p] for p in PHASES]))
+
+
+def test_ltv_features_never_read_the_future():
+    from retention.models.ltv import rfm_features
+
+    orders = synthetic.orders(300, 5)
+    cutoff = pd.Timestamp("2024-06-01")
+    before = rfm_features(orders, cutoff, "customer_id", "date", "amount")
+    # Rewriting every order on or after the cut-off must not change a single feature.
+    future = orders["date"] >= cutoff
+    tampered = orders.copy()
+    tampered.loc[future, "amount"] *= 100
+    extra = tampered[future].assign(date=tampered.loc[future, "date"] + pd.Timedelta(days=1))
+    tampered = pd.concat([tampered, extra])
+    after = rfm_features(tampered, cutoff, "customer_id", "date", "amount")
+    pd.testing.assert_frame_equal(before, after)
+    assert (before["T_weeks"] >= before["recency_weeks"]).all()
+    assert (before["days_since_last"] > 0).all()
+
+
+def test_bgnbd_recovers_sensible_parameters_and_ltv_beats_nothing(tmp_path):
+    from retention.config import load_profile
+    from retention.models.ltv import build_dataset, fit_and_evaluate, top_share
+
+    orders = synthetic.orders(2000, 9)
+    cutoff = orders["date"].min() + pd.Timedelta(weeks=39)
+    f, y = build_dataset(orders, cutoff, 39 * 7, "customer_id", "date", "amount")
+    assert (f["bgnbd_purchases"] >= 0).all() and f["bgnbd_purchases"].notna().all()
+    res = fit_and_evaluate(f, y, load_profile("tiny"))
+    m = res["metrics"]
+    assert m["chosen"] in {"hurdle_glm", "lightgbm_tweedie"}
+    random_capture = top_share(np.random.default_rng(0).random(len(y)), y)
+    assert m["test_top10_capture"] > random_capture
+    assert 0.5 < m["test_interval_coverage"] <= 1.0

@@ -13,6 +13,7 @@ TASKS = {
     "train-risk",
     "train-accept",
     "train-phase-health",
+    "train-ltv",
     "evaluate-gates",
     "push",
 }
