@@ -202,6 +202,44 @@ def fit_and_evaluate(f: pd.DataFrame, y: np.ndarray, profile: Profile) -> dict[s
     }
 
 
+def cross_fit_predict(f: pd.DataFrame, y: np.ndarray, profile: Profile, folds: int = 5):
+    """Out-of-fold predictions for every customer (each from a model that never saw them).
+
+    Aggregate error on a 10 % test split of a heavy-tailed revenue distribution moves by ~10 % with
+    the draw alone; scoring every customer out-of-fold removes that sampling noise.
+    """
+    from sklearn.model_selection import KFold
+
+    pred = np.empty(len(f))
+    chosen = []
+    for k, (tr, te) in enumerate(KFold(folds, shuffle=True, random_state=profile.seed).split(f)):
+        fit, stop = train_test_split(tr, test_size=0.12, random_state=profile.seed + k)
+        glm = HurdleGLM().fit(f.iloc[fit].to_numpy(float), y[fit])
+        gbm = _fit_gbm(f.iloc[fit], y[fit], f.iloc[stop], y[stop], profile)
+        power = profile.ltv.tweedie_power
+        cands = {
+            "hurdle_glm": lambda rows, m=glm: m.predict(rows.to_numpy(float)),
+            "lightgbm_tweedie": gbm.predict,
+        }
+        dev = {
+            name: mean_tweedie_deviance(y[stop], np.maximum(fn(f.iloc[stop]), 1e-6), power=power)
+            for name, fn in cands.items()
+        }
+        best = min(dev, key=dev.get)
+        chosen.append(best)
+        pred[te] = cands[best](f.iloc[te])
+    base = f["bgnbd_value"].to_numpy()
+    return {
+        "customers": int(len(f)),
+        "chosen_per_fold": chosen,
+        "revenue_error": float(pred.sum() / y.sum() - 1),
+        "top10_capture": top_share(pred, y),
+        "top10_capture_best_possible": top_share(y, y),
+        "baseline_revenue_error": float(base.sum() / y.sum() - 1),
+        "baseline_top10_capture": top_share(base, y),
+    }
+
+
 def churn_time_series_cv(
     orders, cid, date, amount, observe_days=180, churn_days=90, step_days=30, folds=3, seed=42
 ) -> dict[str, Any]:
