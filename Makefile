@@ -48,7 +48,7 @@ compile: $(STAMP) ## compile the DAG for Vertex AI and for KFP on GKE (gcp profi
 bench: bench-models ## run every benchmark (JSON under bench-results/)
 
 bench-models: $(STAMP) ## tabular models on the real data in ../shared/data
-	$(PY) -m benchmarks.models --out bench-results/models.json
+	$(PY) -m benchmarks.models --out bench-results/models.json --set accept.search_trials=15
 
 constraints: $(PY) ## re-freeze constraints.txt from the current environment
 	$(PIP) freeze --exclude-editable | grep -v '^-e' > constraints.txt

@@ -37,6 +37,10 @@ def bank_marketing_adapter(df: pd.DataFrame) -> pd.DataFrame:
     if "previous" not in out.columns:
         raise KeyError("bank marketing table lacks the 'previous' column needed for offer_level")
     out[OFFER] = np.minimum(pd.to_numeric(out["previous"]), 3).astype(int)
+    if "pdays" in out.columns:
+        # 999 is the file's sentinel for "never contacted before", not a number of days.
+        pdays = pd.to_numeric(out["pdays"], errors="coerce")
+        out["pdays"] = pdays.where(pdays != 999)
     return out.drop(columns=["previous"])
 
 
