@@ -75,7 +75,9 @@ def format_summary(s: RunSummary, model_store: str) -> str:
     for g in s.gates.get("gates", []):
         lines.append(f"  gate {'PASS' if g['passed'] else 'FAIL'}: {g['message']}")
     for model, m in s.gates.get("metrics", {}).items():
-        keys = [k for k in ("test_auc", "test_ece", "test_brier", "cv_auc", "oof_ece") if k in m]
+        shown = ("test_auc", "test_ece", "test_brier", "cv_auc", "oof_ece", "test_revenue_error",
+                 "test_top10_capture", "test_interval_coverage", "churn_cv_auc")  # fmt: skip
+        keys = [k for k in shown if k in m]
         lines.append(f"  {model}: " + ", ".join(f"{k}={m[k]:.4f}" for k in keys))
     if s.report:
         lines.append(f"  report: {s.report}")
