@@ -3,10 +3,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from retention.data import synthetic
+from tests.conftest import SHARED_DATA
 
 CLI = [sys.executable, "-m", "retention_cli.main"]
 
@@ -122,3 +124,16 @@ def test_train_risk_reports_bad_data_clearly(tmp_path):
     assert proc.returncode == 2
     assert "bad.csv: column 'y': required column is missing" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "telco.csv").is_file(), reason="../shared/data absent")
+def test_telco_profile_trains_on_the_real_file(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    proc = _run(
+        ["run", "--config", str(root / "configs" / "telco.yaml"),
+         "--set", f"data.customers.uri={SHARED_DATA / 'telco.csv'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "gate PASS: risk.auc" in proc.stdout
