@@ -57,7 +57,7 @@ def shap_bars_png(shap: dict[str, Any]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = list(shap["mean_abs_shap"])
+    phases = shap.get("phases", list(shap["mean_abs_shap"]))
     fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
     for ax, phase in zip(axes.ravel(), phases, strict=False):
         values = shap["mean_abs_shap"][phase]
@@ -76,7 +76,8 @@ def _phase_section(metrics: dict[str, Any], curves: dict[str, Any]) -> list[str]
         "<table><tr><th>phase</th><th>test AUC</th><th>healthy</th><th>top drivers</th>"
         "<th>summary</th></tr>"
     ]
-    for phase, v in metrics["phases"].items():
+    for phase in metrics.get("phase_order", list(metrics["phases"])):
+        v = metrics["phases"][phase]
         drivers = ", ".join(f"{d['feature']} ({d['mean_abs_shap']:.3f})" for d in v["drivers"])
         parts.append(
             f"<tr><td>{html.escape(phase)}</td><td>{v['test_auc']:.3f}</td>"

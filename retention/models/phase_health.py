@@ -109,11 +109,16 @@ def train_phase_health(
         "test_min_phase_auc": float(min(v["test_auc"] for v in phases.values())),
         "test_mean_overall_health": float(overall.mean()),
         "phases": phases,
+        "phase_order": list(PHASES),  # JSON writers sort keys; the journey has an order
     }
     write_json(Path(out_dir) / "metrics.json", metrics)
     write_json(
         Path(out_dir) / "shap.json",
-        {"features": feats, "mean_abs_shap": {k: v.tolist() for k, v in shap_means.items()}},
+        {
+            "features": feats,
+            "phases": list(PHASES),
+            "mean_abs_shap": {k: v.tolist() for k, v in shap_means.items()},
+        },
     )
     return metrics
 
