@@ -11,6 +11,7 @@ validation distribution of actual/predicted ratios within deciles of the predict
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,44 +160,63 @@ def build_dataset(orders, cutoff, horizon_days, cid, date, amount):
     return f, y.to_numpy()
 
 
+@dataclass
+class Selection:
+    """Both model families fitted on ``fit`` rows; the better by Tweedie deviance on ``stop`` rows."""
+
+    best: str
+    deviance: dict[str, float]
+    glm: HurdleGLM
+    gbm: Any
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        if self.best == "hurdle_glm":
+            return self.glm.predict(rows.to_numpy(float))
+        return self.gbm.predict(rows)
+
+
+def fit_and_select(f, y, fit: np.ndarray, stop: np.ndarray, profile: Profile) -> Selection:
+    glm = HurdleGLM().fit(f.iloc[fit].to_numpy(float), y[fit])
+    gbm = _fit_gbm(f.iloc[fit], y[fit], f.iloc[stop], y[stop], profile)
+    power = profile.ltv.tweedie_power
+    preds = {
+        "hurdle_glm": glm.predict(f.iloc[stop].to_numpy(float)),
+        "lightgbm_tweedie": gbm.predict(f.iloc[stop]),
+    }
+    dev = {
+        k: float(mean_tweedie_deviance(y[stop], np.maximum(p, 1e-6), power=power))
+        for k, p in preds.items()
+    }
+    return Selection(min(dev, key=dev.get), dev, glm, gbm)
+
+
+def _error(pred: np.ndarray, actual: np.ndarray) -> float:
+    return float(pred.sum() / max(actual.sum(), 1e-9) - 1)
+
+
 def fit_and_evaluate(f: pd.DataFrame, y: np.ndarray, profile: Profile) -> dict[str, Any]:
     """Customer split 80/10/10, both model families, selection on valid, metrics on test."""
     seed = profile.seed
-    idx = np.arange(len(f))
-    tr, rest = train_test_split(idx, test_size=0.2, random_state=seed)
+    tr, rest = train_test_split(np.arange(len(f)), test_size=0.2, random_state=seed)
     va, te = train_test_split(rest, test_size=0.5, random_state=seed)
-    X = f.to_numpy(float)
-    glm = HurdleGLM().fit(X[tr], y[tr])
-    gbm = _fit_gbm(f.iloc[tr], y[tr], f.iloc[va], y[va], profile)
-    power = profile.ltv.tweedie_power
-    cands = {"hurdle_glm": glm.predict(X[va]), "lightgbm_tweedie": gbm.predict(f.iloc[va])}
-    dev = {
-        k: float(mean_tweedie_deviance(y[va], np.maximum(p, 1e-6), power=power))
-        for k, p in cands.items()
-    }
-    best = min(dev, key=dev.get)
-    predict = (
-        (lambda rows: glm.predict(rows.to_numpy(float))) if best == "hurdle_glm" else gbm.predict
-    )
-    ratios = interval_ratios(predict(f.iloc[va]), y[va])
-    p_te = predict(f.iloc[te])
+    sel = fit_and_select(f, y, tr, va, profile)
+    ratios = interval_ratios(sel.predict(f.iloc[va]), y[va])
+    p_te = sel.predict(f.iloc[te])
     lo, hi = apply_interval(p_te, ratios)
     base_te = f["bgnbd_value"].to_numpy()[te]
     return {
-        "model": best,
-        "glm": glm,
-        "gbm": gbm,
+        "selection": sel,
         "ratios": ratios,
         "metrics": {
-            "chosen": best,
-            "valid_tweedie_deviance": dev,
+            "chosen": sel.best,
+            "valid_tweedie_deviance": sel.deviance,
             "test_customers": int(len(te)),
-            "test_revenue_error": float(p_te.sum() / max(y[te].sum(), 1e-9) - 1),
-            "test_abs_revenue_error": float(abs(p_te.sum() / max(y[te].sum(), 1e-9) - 1)),
+            "test_revenue_error": _error(p_te, y[te]),
+            "test_abs_revenue_error": abs(_error(p_te, y[te])),
             "test_top10_capture": top_share(p_te, y[te]),
             "test_top10_capture_best_possible": top_share(y[te], y[te]),
             "test_interval_coverage": float(np.mean((y[te] >= lo) & (y[te] <= hi))),
-            "baseline_revenue_error": float(base_te.sum() / max(y[te].sum(), 1e-9) - 1),
+            "baseline_revenue_error": _error(base_te, y[te]),
             "baseline_top10_capture": top_share(base_te, y[te]),
         },
     }
@@ -214,28 +234,17 @@ def cross_fit_predict(f: pd.DataFrame, y: np.ndarray, profile: Profile, folds: i
     chosen = []
     for k, (tr, te) in enumerate(KFold(folds, shuffle=True, random_state=profile.seed).split(f)):
         fit, stop = train_test_split(tr, test_size=0.12, random_state=profile.seed + k)
-        glm = HurdleGLM().fit(f.iloc[fit].to_numpy(float), y[fit])
-        gbm = _fit_gbm(f.iloc[fit], y[fit], f.iloc[stop], y[stop], profile)
-        power = profile.ltv.tweedie_power
-        cands = {
-            "hurdle_glm": lambda rows, m=glm: m.predict(rows.to_numpy(float)),
-            "lightgbm_tweedie": gbm.predict,
-        }
-        dev = {
-            name: mean_tweedie_deviance(y[stop], np.maximum(fn(f.iloc[stop]), 1e-6), power=power)
-            for name, fn in cands.items()
-        }
-        best = min(dev, key=dev.get)
-        chosen.append(best)
-        pred[te] = cands[best](f.iloc[te])
+        sel = fit_and_select(f, y, fit, stop, profile)
+        chosen.append(sel.best)
+        pred[te] = sel.predict(f.iloc[te])
     base = f["bgnbd_value"].to_numpy()
     return {
         "customers": int(len(f)),
         "chosen_per_fold": chosen,
-        "revenue_error": float(pred.sum() / y.sum() - 1),
+        "revenue_error": _error(pred, y),
         "top10_capture": top_share(pred, y),
         "top10_capture_best_possible": top_share(y, y),
-        "baseline_revenue_error": float(base.sum() / y.sum() - 1),
+        "baseline_revenue_error": _error(base, y),
         "baseline_top10_capture": top_share(base, y),
     }
 
@@ -298,13 +307,14 @@ def train_ltv(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> d
         "cutoff": str(cutoff.date()),
         **churn_time_series_cv(orders, cid, date, cfg.amount_column, seed=profile.seed),
     }
+    sel: Selection = fit["selection"]
     with atomic_dir(Path(out_dir) / "model") as tmp:
-        if fit["model"] == "hurdle_glm":
-            write_json(tmp / "glm.json", fit["glm"].to_dict(list(f.columns)))
+        if sel.best == "hurdle_glm":
+            write_json(tmp / "glm.json", sel.glm.to_dict(list(f.columns)))
         else:
-            fit["gbm"].booster_.save_model(str(tmp / "lightgbm.txt"))
+            sel.gbm.booster_.save_model(str(tmp / "lightgbm.txt"))
         write_json(tmp / "ltv.json", {
-            "model": fit["model"], "features": list(f.columns), "interval": fit["ratios"],
+            "model": sel.best, "features": list(f.columns), "interval": fit["ratios"],
             "horizon_days": cfg.horizon_days,
         })  # fmt: skip
     write_json(Path(out_dir) / "metrics.json", metrics)
