@@ -14,12 +14,13 @@ def train_accept(
 
     from retention.config import Profile
     from retention.models.accept import train_accept as run
+    from retention.models.outputs import CURVES_FILE
 
     result = run(Profile.model_validate_json(config_json), splits.path, model.path)
     for key, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, float(value))
     model.metadata["framework"] = "xgboost"
-    curves = json.loads((Path(model.path) / "curves.json").read_text())
+    curves = json.loads((Path(model.path) / CURVES_FILE).read_text())
     roc.log_roc_curve(curves["roc"]["fpr"], curves["roc"]["tpr"], curves["roc"]["thresholds"])
     roc.log_confusion_matrix(["declines", "accepts"], curves["confusion"])

@@ -13,7 +13,7 @@ def train_risk(
     from pathlib import Path
 
     from retention.config import Profile
-    from retention.models.risk import CURVES_FILE
+    from retention.models.outputs import CURVES_FILE
     from retention.models.risk import train_risk as run
 
     result = run(Profile.model_validate_json(config_json), splits.path, model.path)

@@ -22,7 +22,6 @@ from components.train_risk import train_risk
 from retention.config import Profile
 
 Target = Literal["local", "vertex", "kfp"]
-GPU_TASKS: frozenset[str] = frozenset({"sft", "rm", "ppo-text"})
 
 
 def _place(task: dsl.PipelineTask, name: str, profile: Profile, target: Target):
@@ -37,8 +36,7 @@ def _place(task: dsl.PipelineTask, name: str, profile: Profile, target: Target):
     if target == "kfp":
         from kfp import kubernetes
 
-        gpu = res.pool == "gpu" or name in GPU_TASKS
-        pool = profile.pipeline.gpu_pool if gpu else profile.pipeline.cpu_pool
+        pool = profile.pipeline.gpu_pool if res.pool == "gpu" else profile.pipeline.cpu_pool
         for key, value in pool.node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         for tol in pool.tolerations:

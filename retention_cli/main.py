@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from retention.config import ConfigError, load_profile
 
@@ -60,11 +59,12 @@ def cmd_submit(args, which: str) -> int:
 
 
 def cmd_train_risk(args) -> int:
-    from retention.config import BinaryTrainerConfig, DatasetSpec
+    from retention.config import BinaryTrainerConfig, DatasetSpec, SplitConfig
     from retention.data.split import split_frame
     from retention.data.validate import parse_table, validate_table
-    from retention.fileio import read_bytes, write_json
+    from retention.fileio import read_bytes
     from retention.models.binary import Columns, train_binary
+    from retention.models.outputs import save_outputs
 
     spec = DatasetSpec(
         uri=args.data,
@@ -78,15 +78,12 @@ def cmd_train_risk(args) -> int:
     profile = _load(args) if (args.profile or args.config) else None
     cfg = profile.risk if profile else BinaryTrainerConfig()
     seed = profile.seed if profile else 42
-    parts = split_frame(df, spec, profile.split if profile else _default_split(), seed)
+    parts = split_frame(df, spec, profile.split if profile else SplitConfig(), seed)
     cols = Columns(target=args.target, id_column=args.id)
     model, metrics, curves = train_binary(
         parts["train"], parts["valid"], parts["test"], cols, cfg, seed
     )
-    out = Path(args.out)
-    model.save(out / "model")
-    write_json(out / "curves.json", curves)
-    write_json(out / "metrics.json", metrics)
+    save_outputs(args.out, model, metrics, curves)
     keys = (
         "test_auc",
         "test_auc_ci_low",
@@ -98,12 +95,6 @@ def cmd_train_risk(args) -> int:
     )
     print(json.dumps({k: round(metrics[k], 4) for k in keys if k in metrics}, indent=2))
     return 0
-
-
-def _default_split():
-    from retention.config import SplitConfig
-
-    return SplitConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,16 @@ from retention.config import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+PIPELINE_TASKS = (
+    "ingest",
+    "split",
+    "train-risk",
+    "train-accept",
+    "train-phase-health",
+    "train-ltv",
+    "evaluate-gates",
+    "push",
+)
 
 
 @pytest.fixture

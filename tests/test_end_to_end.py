@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retention.data import synthetic
-from tests.conftest import SHARED_DATA
+from tests.conftest import PIPELINE_TASKS, SHARED_DATA
 
 CLI = [sys.executable, "-m", "retention_cli.main"]
 
@@ -35,16 +35,7 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     assert "gate PASS: risk.auc" in proc.stdout and "pushed release" in proc.stdout
     reports = list((tmp / "runs").glob("*/evaluate-gates/report"))
     assert reports and "<img" in reports[0].read_text()
-    for task in (
-        "ingest",
-        "split",
-        "train-risk",
-        "train-accept",
-        "train-phase-health",
-        "train-ltv",
-        "evaluate-gates",
-        "push",
-    ):
+    for task in PIPELINE_TASKS:
         assert f"Task '{task}' finished with status" in _plain(proc.stderr + proc.stdout)
 
 

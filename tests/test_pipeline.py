@@ -6,17 +6,9 @@ import yaml
 from pipelines import vertex
 from pipelines.compile import compile_pipeline
 from retention.config import load_profile
+from tests.conftest import PIPELINE_TASKS
 
-TASKS = {
-    "ingest",
-    "split",
-    "train-risk",
-    "train-accept",
-    "train-phase-health",
-    "train-ltv",
-    "evaluate-gates",
-    "push",
-}
+TASKS = set(PIPELINE_TASKS)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,7 @@ from retention.config import Profile
 from retention.evaluation.gates import evaluate
 from retention.evaluation.report import render
 from retention.fileio import atomic_path, read_json, write_json
-
-METRICS_FILE = "metrics.json"
-CURVES_FILE = "curves.json"
-SHAP_FILE = "shap.json"
+from retention.models.outputs import CURVES_FILE, METRICS_FILE, SHAP_FILE
 
 
 def evaluate_run(

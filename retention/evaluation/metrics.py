@@ -8,14 +8,9 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
 
 def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     """Expected calibration error with equal-width bins: Σ |mean(y) − mean(p)| weighted by bin size."""
-    y, p = np.asarray(y, float), np.asarray(p, float)
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.sum() * abs(y[m].mean() - p[m].mean())
-    return float(total / len(y))
+    c = calibration_curve(y, p, bins)
+    gaps = np.abs(np.subtract(c["fraction_positive"], c["mean_predicted"]))
+    return float(np.dot(c["count"], gaps) / len(y))
 
 
 def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, list[float]]:

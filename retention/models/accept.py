@@ -15,8 +15,8 @@ import pandas as pd
 
 from retention.config import Profile
 from retention.data.split import read_split
-from retention.fileio import write_json
 from retention.models.binary import BinaryModel, Columns, train_binary
+from retention.models.outputs import save_outputs
 
 OFFER = "offer_level"
 LEVELS = (0, 1, 2, 3)
@@ -60,7 +60,6 @@ def acceptance_curve(model: BinaryModel, customers: pd.DataFrame) -> np.ndarray:
 
 
 def train_accept(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    out = Path(out_dir)
     parts = [read_split(split_dir, "offers", p) for p in ("train", "valid", "test")]
     if OFFER not in parts[0].columns:
         raise KeyError(f"data.offers has no '{OFFER}' column (use bank_marketing_adapter)")
@@ -70,7 +69,5 @@ def train_accept(profile: Profile, split_dir: str | Path, out_dir: str | Path) -
     curve = acceptance_curve(model, parts[2])
     metrics["monotone_violations"] = int((np.diff(curve, axis=1) < -1e-9).sum())
     metrics["mean_accept_by_level"] = curve.mean(axis=0).round(4).tolist()
-    model.save(out / "model")
-    write_json(out / "curves.json", curves)
-    write_json(out / "metrics.json", metrics)
+    save_outputs(out_dir, model, metrics, curves)
     return metrics

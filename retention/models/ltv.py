@@ -26,6 +26,7 @@ from retention.config import Profile
 from retention.data.split import read_split
 from retention.fileio import atomic_dir, write_json
 from retention.models.clv_baseline import BetaGeoNBD, GammaGamma
+from retention.models.outputs import METRICS_FILE, MODEL_DIR
 
 DAY = pd.Timedelta(days=1)
 
@@ -308,7 +309,7 @@ def train_ltv(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> d
         **churn_time_series_cv(orders, cid, date, cfg.amount_column, seed=profile.seed),
     }
     sel: Selection = fit["selection"]
-    with atomic_dir(Path(out_dir) / "model") as tmp:
+    with atomic_dir(Path(out_dir) / MODEL_DIR) as tmp:
         if sel.best == "hurdle_glm":
             write_json(tmp / "glm.json", sel.glm.to_dict(list(f.columns)))
         else:
@@ -317,5 +318,5 @@ def train_ltv(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> d
             "model": sel.best, "features": list(f.columns), "interval": fit["ratios"],
             "horizon_days": cfg.horizon_days,
         })  # fmt: skip
-    write_json(Path(out_dir) / "metrics.json", metrics)
+    write_json(Path(out_dir) / METRICS_FILE, metrics)
     return metrics

@@ -19,6 +19,7 @@ from retention.config import Profile
 from retention.data.split import read_split
 from retention.evaluation import metrics as M
 from retention.fileio import atomic_dir, write_json
+from retention.models.outputs import METRICS_FILE, MODEL_DIR, SHAP_FILE
 
 PHASES = ("Learn", "Buy", "Get", "Use", "Pay", "Renew")
 
@@ -57,7 +58,7 @@ def train_phase_health(
     phases: dict[str, Any] = {}
     shap_means: dict[str, np.ndarray] = {}
     test_scores = []
-    with atomic_dir(Path(out_dir) / "model") as tmp:
+    with atomic_dir(Path(out_dir) / MODEL_DIR) as tmp:
         for phase in PHASES:
             d = {k: v[v["phase"] == phase] for k, v in parts.items()}
             if min(len(v) for v in d.values()) == 0:
@@ -111,9 +112,9 @@ def train_phase_health(
         "phases": phases,
         "phase_order": list(PHASES),  # JSON writers sort keys; the journey has an order
     }
-    write_json(Path(out_dir) / "metrics.json", metrics)
+    write_json(Path(out_dir) / METRICS_FILE, metrics)
     write_json(
-        Path(out_dir) / "shap.json",
+        Path(out_dir) / SHAP_FILE,
         {
             "features": feats,
             "phases": list(PHASES),

@@ -7,12 +7,8 @@ from typing import Any
 
 from retention.config import Profile
 from retention.data.split import read_split
-from retention.fileio import write_json
 from retention.models.binary import Columns, train_binary
-
-MODEL_DIR = "model"
-METRICS_FILE = "metrics.json"
-CURVES_FILE = "curves.json"
+from retention.models.outputs import save_outputs
 
 
 def columns_for(profile: Profile) -> Columns:
@@ -25,10 +21,7 @@ def columns_for(profile: Profile) -> Columns:
 
 def train_risk(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Train on the customers split; write ``model/``, ``metrics.json`` and ``curves.json``."""
-    out = Path(out_dir)
     parts = [read_split(split_dir, "customers", p) for p in ("train", "valid", "test")]
     model, metrics, curves = train_binary(*parts, columns_for(profile), profile.risk, profile.seed)
-    model.save(out / MODEL_DIR)
-    write_json(out / CURVES_FILE, curves)
-    write_json(out / METRICS_FILE, metrics)
+    save_outputs(out_dir, model, metrics, curves)
     return metrics

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from retention.config import Profile
+from retention.models.outputs import MODEL_DIR
 from retention.store.model_store import ModelStore
-
-MODEL_SUBDIR = "model"
 
 
 def push_models(
@@ -18,5 +17,5 @@ def push_models(
     models = {}
     for name, d in trained.items():
         d = Path(d)
-        models[name] = d / MODEL_SUBDIR if (d / MODEL_SUBDIR).is_dir() else d
+        models[name] = d / MODEL_DIR if (d / MODEL_DIR).is_dir() else d
     return ModelStore(profile.model_store).push(models, metadata=metadata)
