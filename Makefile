@@ -19,7 +19,7 @@ $(PY):
 # torch first, from its CPU wheel: anything that pulls torch later must not fetch the CUDA build.
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -c constraints.txt -e '.[pipeline,tabular,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[pipeline,tabular,decision,dev]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project with its extras (pinned by constraints.txt)
@@ -45,10 +45,13 @@ compile: $(STAMP) ## compile the DAG for Vertex AI and for KFP on GKE (gcp profi
 	$(VENV)/bin/retention compile --profile gcp --target vertex -o build/retention-vertex.yaml
 	$(VENV)/bin/retention compile --profile gcp --target kfp -o build/retention-kfp.yaml
 
-bench: bench-models ## run every benchmark (JSON under bench-results/)
+bench: bench-models bench-policy ## run every benchmark (JSON under bench-results/)
 
 bench-models: $(STAMP) ## tabular models on the real data in ../shared/data
 	$(PY) -m benchmarks.models --out bench-results/models.json --set accept.search_trials=15
+
+bench-policy: $(STAMP) ## PPO contact policy vs baselines on held-out customers (local profile)
+	$(PY) -m benchmarks.policy --profile $(PROFILE) --out bench-results/policy.json
 
 constraints: $(PY) ## re-freeze constraints.txt from the current environment
 	$(PIP) freeze --exclude-editable | grep -v '^-e' > constraints.txt
@@ -56,4 +59,4 @@ constraints: $(PY) ## re-freeze constraints.txt from the current environment
 clean: ## remove runs, the local model store and build outputs (not .venv)
 	rm -rf runs model-store build bench-results
 
-.PHONY: help install run test test-all lint format compile bench bench-models constraints clean
+.PHONY: help install run test test-all lint format compile bench bench-models bench-policy constraints clean

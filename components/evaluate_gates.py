@@ -7,6 +7,7 @@ def evaluate_gates(
     accept: Input[Model],
     phase_health: Input[Model],
     ltv: Input[Model],
+    decision: Input[Model],
     report: Output[HTML],
     summary: Output[Metrics],
 ) -> bool:
@@ -25,6 +26,7 @@ def evaluate_gates(
             "accept": accept.path,
             "phase_health": phase_health.path,
             "ltv": ltv.path,
+            "decision": decision.path,
         },
         report.path,
     )

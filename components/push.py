@@ -7,6 +7,7 @@ def push(
     accept: Input[Model],
     phase_health: Input[Model],
     ltv: Input[Model],
+    decision: Input[Model],
 ) -> str:
     """Copy the gated models to the model store under a new version; flip ``production``."""
     import json
@@ -21,6 +22,7 @@ def push(
             "accept": accept.path,
             "phase_health": phase_health.path,
             "ltv": ltv.path,
+            "decision": decision.path,
         },
     )
     print(f"pushed release {pointer['release']}: {json.dumps(pointer['models'])}")

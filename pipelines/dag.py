@@ -13,6 +13,7 @@ from kfp import dsl
 import components
 from components.evaluate_gates import evaluate_gates
 from components.ingest import ingest
+from components.ppo_decision import ppo_decision
 from components.push import push
 from components.split import split
 from components.train_accept import train_accept
@@ -59,6 +60,7 @@ def build_pipeline(profile: Profile, target: Target = "local"):
         train_accept,
         train_phase_health,
         train_ltv,
+        ppo_decision,
         evaluate_gates,
         push,
     )
@@ -85,11 +87,22 @@ def build_pipeline(profile: Profile, target: Target = "local"):
         ltv = place(
             c["train_ltv"](config_json=config_json, splits=spl.outputs["splits"]), "train-ltv"
         )
+        decision = place(
+            c["ppo_decision"](
+                config_json=config_json,
+                splits=spl.outputs["splits"],
+                risk=risk.outputs["model"],
+                accept=accept.outputs["model"],
+                ltv=ltv.outputs["model"],
+            ),
+            "ppo-decision",
+        )
         models = {
             "risk": risk.outputs["model"],
             "accept": accept.outputs["model"],
             "phase_health": health.outputs["model"],
             "ltv": ltv.outputs["model"],
+            "decision": decision.outputs["model"],
         }
         gates = place(c["evaluate_gates"](config_json=config_json, **models), "evaluate-gates")
         with dsl.If(gates.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 - KFP DSL

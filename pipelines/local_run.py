@@ -76,7 +76,9 @@ def format_summary(s: RunSummary, model_store: str) -> str:
         lines.append(f"  gate {'PASS' if g['passed'] else 'FAIL'}: {g['message']}")
     for model, m in s.gates.get("metrics", {}).items():
         shown = ("test_auc", "test_ece", "test_brier", "cv_auc", "oof_ece", "test_revenue_error",
-                 "test_top10_capture", "test_interval_coverage", "churn_cv_auc")  # fmt: skip
+                 "test_top10_capture", "test_interval_coverage", "churn_cv_auc",
+                 "net_revenue_retained", "uplift_vs_best_baseline", "budget_overshoot",
+                 "env_steps_per_s", "train_wall_s")  # fmt: skip
         keys = [k for k in shown if k in m]
         lines.append(f"  {model}: " + ", ".join(f"{k}={m[k]:.4f}" for k in keys))
     if s.report:

@@ -145,6 +145,123 @@ class LtvConfig(Strict):
     n_jobs: int = Field(default=2, ge=1)
 
 
+class RetentionEnvConfig(Strict):
+    """Every assumption of the simulated retention period, by name (see ``retention.decision.env``)."""
+
+    period_days: int = Field(default=90, ge=7, description="One budget period; an episode.")
+    customers_per_episode: int = Field(default=50, ge=1, description="The portfolio per episode.")
+    budget_share: float = Field(
+        default=0.01,
+        gt=0,
+        description="Period budget as a share of the portfolio's 12-month value.",
+    )
+    contact_cost: float = Field(default=0.2, ge=0, description="Cost of one contact, in currency.")
+    offer_discounts: list[float] = Field(
+        default_factory=lambda: [0.0, 0.05, 0.10, 0.15],
+        description="Discount of offer levels 0-3 (level 0 is a contact without a discount).",
+    )
+    offer_months: int = Field(default=3, ge=1, description="Months the discount is paid for.")
+    hazard_reduction: list[float] = Field(
+        default_factory=lambda: [0.10, 0.25, 0.40, 0.50],
+        description="Relative cut of the churn hazard while an accepted offer of each level runs.",
+    )
+    offer_effect_days: int = Field(default=60, ge=1, description="How long that cut lasts.")
+    accept_fatigue: float = Field(
+        default=0.7, gt=0, le=1, description="Acceptance multiplier per earlier contact."
+    )
+    risk_volatility: float = Field(
+        default=0.5,
+        ge=0,
+        description="Std. dev. of the log churn hazard's random walk per 30 days.",
+    )
+    cooldown_days: int = Field(default=14, ge=0, description="No contact sooner after the last.")
+    fatigue_cap: int = Field(default=3, ge=1, description="Most contacts per customer per period.")
+    followup_days: list[int] = Field(
+        default_factory=lambda: [1, 3, 7, 14, 21, 30, 45, 60],
+        description="The 8 choices of days until the next decision.",
+    )
+    shield: bool = Field(
+        default=True,
+        description="Refuse a contact that would break the cooldown, the fatigue cap or (if "
+        "accepted) the budget, as the serving ledger does; the attempt still costs lambda.",
+    )
+    churn_reward: Literal["expected", "sampled"] = Field(
+        default="expected",
+        description="Training reward: churn integrated out (same optimum, far less variance) or "
+        "the sampled loss. Evaluation always samples.",
+    )
+    value_column: str | None = Field(
+        default="MonthlyCharges",
+        description="Customer column rank-coupled to the LTV model's values; none pairs at random.",
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> RetentionEnvConfig:
+        for key, n in (("offer_discounts", 4), ("hazard_reduction", 4), ("followup_days", 8)):
+            if len(getattr(self, key)) != n:
+                raise ValueError(f"{key} needs exactly {n} values")
+        if any(not 0 <= x < 1 for x in self.hazard_reduction + self.offer_discounts):
+            raise ValueError("offer_discounts and hazard_reduction must lie in [0, 1)")
+        if any(d < 1 for d in self.followup_days):
+            raise ValueError("followup_days must be >= 1")
+        return self
+
+
+class Dual(Strict):
+    """One constraint's Lagrange multiplier: start, step per unit of usage, allowed usage."""
+
+    init: float = Field(default=1.0, ge=0)
+    lr: float = Field(default=0.5, gt=0)
+    limit: float = Field(default=0.0, ge=0)
+
+
+class LagrangeConfig(Strict):
+    """Dual ascent between iterations: lambda <- clip(lambda + lr * (usage - limit), 0, max).
+
+    Usage: contacts attempted per customer that would break the limit (the shield refuses
+    them; without the shield they happen, and budget overshoot is what they cost).
+    """
+
+    budget: Dual = Field(default_factory=Dual)
+    fatigue: Dual = Field(default_factory=Dual)
+    cooldown: Dual = Field(default_factory=Dual)
+    max_lambda: float = Field(default=20.0, gt=0, description="Keeps a burst from swamping PPO.")
+    warmup_iterations: int = Field(
+        default=2, ge=0, description="First iterations (a near-random policy) left out of the dual."
+    )
+
+    def duals(self) -> dict[str, Dual]:
+        return {"budget": self.budget, "fatigue": self.fatigue, "cooldown": self.cooldown}
+
+
+class DecisionConfig(Strict):
+    """PPO on Ray RLlib (new API stack) for the contact policy, and its evaluation."""
+
+    env: RetentionEnvConfig = Field(default_factory=RetentionEnvConfig)
+    lagrange: LagrangeConfig = Field(default_factory=LagrangeConfig)
+    iterations: int = Field(default=40, ge=1)
+    train_batch_size: int = Field(default=4000, ge=64)
+    minibatch_size: int = Field(default=256, ge=16)
+    num_epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=5e-4, gt=0)
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    entropy_coeff: float = Field(default=0.01, ge=0)
+    clip_param: float = Field(default=0.2, gt=0)
+    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    num_env_runners: int = Field(default=0, ge=0, description="0 samples in the driver process.")
+    envs_per_runner: int = Field(
+        default=4, ge=1, description="Vectorised envs per runner: one batched forward pass each."
+    )
+    ray_address: str | None = Field(
+        default=None, description="A Ray cluster (KubeRay) to join; none starts Ray in-process."
+    )
+    eval_rounds: int = Field(
+        default=3, ge=1, description="Passes over the held-out customers, each with its own seed."
+    )
+    tune_episodes: int = Field(default=20, ge=1, description="Training episodes to tune baselines.")
+
+
 class GatesConfig(Strict):
     """Exit criteria per model; defaults are the seed project's."""
 
@@ -164,6 +281,20 @@ class GatesConfig(Strict):
     ltv: ModelGates = Field(
         default_factory=lambda: ModelGates(
             min={"top10_capture": 0.25}, max={"abs_revenue_error": 0.3}
+        )
+    )
+
+    decision: ModelGates = Field(
+        default_factory=lambda: ModelGates(
+            min={"uplift_vs_best_baseline": 0.0},
+            max={
+                "budget_overshoot": 0.01,
+                "fatigue_violations": 0,
+                "cooldown_violations": 0,
+                # The shield refuses contacts that would break a limit; this bounds how often
+                # it had to, i.e. how well PPO learned the limits itself.
+                "blocked_rate": 0.05,
+            },
         )
     )
 
@@ -222,6 +353,7 @@ class Profile(Strict):
     accept: BinaryTrainerConfig = Field(default_factory=BinaryTrainerConfig)
     phase_health: PhaseHealthConfig = Field(default_factory=PhaseHealthConfig)
     ltv: LtvConfig = Field(default_factory=LtvConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     gcp: GcpConfig = Field(default_factory=GcpConfig)

@@ -13,6 +13,7 @@ PIPELINE_TASKS = (
     "train-accept",
     "train-phase-health",
     "train-ltv",
+    "ppo-decision",
     "evaluate-gates",
     "push",
 )

@@ -92,6 +92,83 @@ def _phase_section(metrics: dict[str, Any], curves: dict[str, Any]) -> list[str]
     return parts
 
 
+def decision_png(curves: dict[str, Any]) -> list[str]:
+    """Net revenue retained per policy (95 % CI over held-out episodes), and the dual variables."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    pol = curves["policies"]
+    key = "expected_net_revenue_retained"
+    names = sorted(pol, key=lambda n: pol[n][key]["mean"])
+    means = [pol[n][key]["mean"] for n in names]
+    err = [
+        [m - pol[n][key]["low"] for n, m in zip(names, means, strict=True)],
+        [pol[n][key]["high"] - m for n, m in zip(names, means, strict=True)],
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    axes[0].barh(names, means, xerr=err, color=["#b33" if n == "ppo" else "#888" for n in names])
+    axes[0].set(title="expected net revenue retained per episode", xlabel="vs never contacting")
+    for k, key in enumerate(("budget_used", "contact_rate")):
+        axes[k + 1].barh(names, [pol[n][key]["mean"] for n in names], color="#669")
+        axes[k + 1].set(title=key.replace("_", " "))
+    fig.tight_layout()
+    out.append(_png(fig))
+    plt.close(fig)
+    hist = curves.get("history", [])
+    if hist:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        it = [h["iteration"] for h in hist]
+        axes[0].plot(it, [h["episode_return_mean"] for h in hist])
+        axes[0].set(title="PPO: mean episode return", xlabel="iteration")
+        for k in hist[0]["lambdas"]:
+            axes[1].plot(it, [h["lambdas"][k] for h in hist], label=k)
+        axes[1].set(title="Lagrange multipliers", xlabel="iteration")
+        axes[1].legend()
+        fig.tight_layout()
+        out.append(_png(fig))
+        plt.close(fig)
+    return out
+
+
+def _decision_section(curves: dict[str, Any]) -> list[str]:
+    pol = curves["policies"]
+    cols = (
+        "expected_net_revenue_retained",
+        "net_revenue_retained",
+        "net_revenue_retention",
+        "budget_used",
+        "contact_rate",
+    )
+    parts = [
+        "<table><tr><th>policy</th>"
+        + "".join(f"<th>{c.replace('_', ' ')} (95 % CI)</th>" for c in cols)
+        + "<th>ROI</th><th>offer mix 0/5/10/15 %</th><th>max overshoot</th>"
+        "<th>fatigue / cooldown violations</th></tr>"
+    ]
+    for name, m in sorted(pol.items(), key=lambda kv: -kv[1][cols[0]]["mean"]):
+        cells = "".join(
+            f"<td>{m[c]['mean']:.3f} [{m[c]['low']:.3f}, {m[c]['high']:.3f}]</td>"
+            if isinstance(m.get(c), dict)
+            else "<td>–</td>"
+            for c in cols
+        )
+        mix = " / ".join(f"{x:.0%}" for x in m.get("offer_mix", []))
+        parts.append(
+            f"<tr><td>{html.escape(name)}</td>{cells}<td>{m.get('roi', 0):.2f}</td>"
+            f"<td>{mix}</td><td>{m.get('budget_overshoot', 0):.2%}</td>"
+            f"<td>{m.get('fatigue_violations', 0):g} / {m.get('cooldown_violations', 0):g}</td></tr>"
+        )
+    parts.append("</table><div class='plots'>")
+    parts += [
+        f"<img alt='policy plot' src='data:image/png;base64,{b}'>" for b in decision_png(curves)
+    ]
+    parts.append("</div>")
+    return parts
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
@@ -130,6 +207,8 @@ def render(
         parts.append("</table>")
         if "phases" in metrics:
             parts += _phase_section(metrics, curves_by_model.get(name, {}))
+        if "policies" in curves_by_model.get(name, {}):
+            parts += _decision_section(curves_by_model[name])
         if name in curves_by_model and "roc" in curves_by_model[name]:
             imgs = roc_and_calibration_png(name, curves_by_model[name])
             parts.append(

@@ -320,3 +320,45 @@ def train_ltv(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> d
         })  # fmt: skip
     write_json(Path(out_dir) / METRICS_FILE, metrics)
     return metrics
+
+
+class LtvModel:
+    """A trained 12-month value model loaded from ``model/`` (no training code needed)."""
+
+    def __init__(self, path: str | Path):
+        from retention.fileio import read_json
+
+        path = Path(path)
+        meta = read_json(path / "ltv.json")
+        self.kind: str = meta["model"]
+        self.features: list[str] = meta["features"]
+        self.horizon_days: int = int(meta["horizon_days"])
+        self.interval = meta["interval"]
+        if self.kind == "hurdle_glm":
+            self._glm = read_json(path / "glm.json")
+        else:
+            import lightgbm as lgb
+
+            self._gbm = lgb.Booster(model_file=str(path / "lightgbm.txt"))
+
+    def predict(self, f: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.features if c not in f.columns]
+        if missing:
+            raise KeyError(f"LTV features missing: {missing}")
+        X = f[self.features].to_numpy(float)
+        if self.kind != "hurdle_glm":
+            return np.clip(self._gbm.predict(X), 0.0, None)
+        g = self._glm
+        Z = (np.log1p(np.clip(X, 0, None)) - np.asarray(g["scaler_mean"])) / np.asarray(
+            g["scaler_scale"]
+        )
+        p_buy = 1.0 / (1.0 + np.exp(-(Z @ np.asarray(g["logit_coef"]) + g["logit_intercept"])))
+        return p_buy * np.exp(Z @ np.asarray(g["gamma_coef"]) + g["gamma_intercept"])
+
+    def score_orders(self, orders: pd.DataFrame, cid: str, date: str, amount: str) -> pd.Series:
+        """Value over the next horizon for every customer in the log, as of the day after it ends."""
+        cutoff = orders[date].max() + DAY
+        f = add_probabilistic_features(
+            rfm_features(orders, cutoff, cid, date, amount), self.horizon_days / 7
+        )
+        return pd.Series(self.predict(f), index=f.index, name="ltv")

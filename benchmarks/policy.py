@@ -1,0 +1,76 @@
+"""The decision policy: PPO against every baseline on the same held-out episodes, and its speed.
+
+Trains the upstream models the policy's env is built from (ingest, split, risk, accept, LTV) on the
+chosen profile in-process, then the ppo-decision step, and writes one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from retention.config import load_profile
+from retention.data.ingest import ingest
+from retention.data.split import split
+from retention.decision.train import train_decision
+from retention.fileio import read_json, write_json
+from retention.models.accept import train_accept
+from retention.models.ltv import train_ltv
+from retention.models.outputs import CURVES_FILE
+from retention.models.risk import train_risk
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--profile", default="local")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", default="bench-results/policy.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    profile = load_profile(args.profile, overrides=args.set)
+    with tempfile.TemporaryDirectory(prefix="bench-policy-") as tmp:
+        d = Path(tmp)
+        t = time.perf_counter()
+        ingest(profile, d / "data")
+        split(profile, d / "data", d / "splits")
+        train_risk(profile, d / "splits", d / "risk")
+        train_accept(profile, d / "splits", d / "accept")
+        train_ltv(profile, d / "splits", d / "ltv")
+        upstream_s = time.perf_counter() - t
+        t = time.perf_counter()
+        metrics = train_decision(
+            profile, d / "splits", d / "risk", d / "accept", d / "ltv", d / "decision"
+        )
+        decision_s = time.perf_counter() - t
+        policies = read_json(d / "decision" / CURVES_FILE)["policies"]
+    doc = {
+        "profile": profile.name,
+        "env": profile.decision.env.model_dump(),
+        "iterations": profile.decision.iterations,
+        "upstream_models_s": round(upstream_s, 1),
+        "ppo_decision_step_s": round(decision_s, 1),
+        "ppo_train_wall_s": round(metrics["train_wall_s"], 1),
+        "env_steps": metrics["env_steps"],
+        "env_steps_per_s_sampling": round(metrics["env_steps_per_s"], 1),
+        "env_steps_per_s_overall": round(metrics["env_steps"] / metrics["train_wall_s"], 1),
+        "eval_customers": metrics["eval_customers"],
+        "eval_unique_customers": metrics["eval_unique_customers"],
+        "eval_episodes": metrics["eval_episodes"],
+        "best_baseline": metrics["best_baseline"],
+        "uplift_vs_best_baseline": metrics["uplift_vs_best_baseline"],
+        "target_uplift": 0.10,
+        "export_max_abs_diff": metrics["export_max_abs_diff"],
+        "policies": policies,
+    }
+    write_json(args.out, doc)
+    print(f"wrote {args.out}: PPO {metrics['net_revenue_retained']:.1f} per episode vs "
+          f"{metrics['best_baseline']} {metrics['best_baseline_net_revenue_retained']:.1f} "
+          f"({100 * metrics['uplift_vs_best_baseline']:+.1f} %)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+
+def ppo_decision(
+    config_json: str,
+    splits: Input[Dataset],
+    risk: Input[Model],
+    accept: Input[Model],
+    ltv: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """PPO contact policy (Ray RLlib, Lagrangian limits) on an env built from the three models."""
+    from retention.config import Profile
+    from retention.decision.train import train_decision
+
+    result = train_decision(
+        Profile.model_validate_json(config_json),
+        splits.path,
+        risk.path,
+        accept.path,
+        ltv.path,
+        model.path,
+    )
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, float(value))
+    model.metadata["framework"] = "torchscript"
+    model.metadata["best_baseline"] = result["best_baseline"]

@@ -1,0 +1,81 @@
+"""The customer book: each customer scored by the trained risk, accept and lifetime-value models.
+
+The three models learn from three tables (customers, offers, orders) that share no key, as the
+public datasets do. The book therefore couples them explicitly, and says how:
+
+* churn_prob: the risk model on the customer's own row.
+* accept: the accept model at offer levels 0–3 on an offer-table profile drawn for the customer
+  (seeded, with replacement): the acceptance behaviour of a comparable contact.
+* value: the LTV model's 12-month values of the order-log customers, matched to customers by rank
+  of ``value_column`` (the bigger bill gets the bigger value), or at random when it is unset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from retention.config import Profile
+from retention.data.split import PARTS, read_split
+from retention.decision.env import Book
+from retention.models.accept import acceptance_curve
+from retention.models.binary import BinaryModel
+from retention.models.ltv import LtvModel
+from retention.models.outputs import MODEL_DIR
+
+
+def _model_dir(d: str | Path) -> Path:
+    d = Path(d)
+    return d / MODEL_DIR if (d / MODEL_DIR).is_dir() else d
+
+
+def build_books(
+    profile: Profile,
+    split_dir: str | Path,
+    risk_dir: str | Path,
+    accept_dir: str | Path,
+    ltv_dir: str | Path,
+) -> dict[str, Book]:
+    """``{"train": ..., "eval": ...}``: training customers, and the held-out valid + test ones."""
+    spec, orders_spec = profile.data.customers, profile.data.orders
+    rng = np.random.default_rng(profile.seed + 7)
+    risk = BinaryModel.load(_model_dir(risk_dir))
+    accept = BinaryModel.load(_model_dir(accept_dir))
+    ltv = LtvModel(_model_dir(ltv_dir))
+
+    offers = pd.concat([read_split(split_dir, "offers", p) for p in PARTS], ignore_index=True)
+    orders = read_split(split_dir, "orders", "all")
+    values = ltv.score_orders(
+        orders,
+        orders_spec.id_column or "customer_id",
+        orders_spec.time_column or "date",
+        profile.ltv.amount_column,
+    ).to_numpy()
+    if len(values) == 0:
+        raise ValueError("the order log scored no customers: cannot value the customer book")
+
+    books = {}
+    for name, parts in (("train", ("train",)), ("eval", ("valid", "test"))):
+        customers = pd.concat([read_split(split_dir, "customers", p) for p in parts])
+        customers = customers.reset_index(drop=True)
+        n = len(customers)
+        churn = risk.predict_proba(customers)
+        profiles = offers.iloc[rng.integers(0, len(offers), n)].reset_index(drop=True)
+        acc = acceptance_curve(accept, profiles)
+        drawn = np.sort(rng.choice(values, n, replace=True))
+        col = profile.decision.env.value_column
+        if col and col in customers.columns:
+            key = pd.to_numeric(customers[col], errors="coerce").fillna(0.0).to_numpy()
+            value = np.empty(n)
+            value[np.argsort(key, kind="stable")] = drawn
+        else:
+            value = rng.permutation(drawn)
+        ids = (
+            customers[spec.id_column].astype(str).to_numpy(dtype=object)
+            if spec.id_column in customers.columns
+            else np.empty(0, dtype=object)
+        )
+        books[name] = Book(churn, acc, value, ids)
+    return books
