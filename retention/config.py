@@ -243,10 +243,12 @@ class DecisionConfig(Strict):
     train_batch_size: int = Field(default=4000, ge=64)
     minibatch_size: int = Field(default=256, ge=16)
     num_epochs: int = Field(default=10, ge=1)
-    lr: float = Field(default=5e-4, gt=0)
-    gamma: float = Field(default=0.99, gt=0, le=1)
+    lr: float = Field(default=1e-4, gt=0, description="Fine-tunes the warm start.")
+    gamma: float = Field(
+        default=0.95, gt=0, le=1, description="Short: a customer's own track is a few steps."
+    )
     gae_lambda: float = Field(default=0.95, ge=0, le=1)
-    entropy_coeff: float = Field(default=0.01, ge=0)
+    entropy_coeff: float = Field(default=0.003, ge=0)
     clip_param: float = Field(default=0.2, gt=0)
     hidden: list[int] = Field(default_factory=lambda: [64, 64])
     num_env_runners: int = Field(default=0, ge=0, description="0 samples in the driver process.")
@@ -255,6 +257,18 @@ class DecisionConfig(Strict):
     )
     ray_address: str | None = Field(
         default=None, description="A Ray cluster (KubeRay) to join; none starts Ray in-process."
+    )
+    warm_start_episodes: int = Field(
+        default=40, ge=0, description="Episodes of the tuned baseline cloned before PPO; 0: none."
+    )
+    warm_start_epochs: int = Field(
+        default=60, ge=1, description="A threshold rule is a sharp boundary: it takes epochs."
+    )
+    warm_start_lr: float = Field(default=3e-3, gt=0)
+    select_every: int = Field(default=10, ge=1, description="Validate every N iterations.")
+    select_episodes: int = Field(default=30, ge=1, description="Validation episodes.")
+    valid_share: float = Field(
+        default=0.15, gt=0, lt=1, description="Training customers held out to pick the checkpoint."
     )
     eval_rounds: int = Field(
         default=3, ge=1, description="Passes over the held-out customers, each with its own seed."

@@ -52,3 +52,16 @@ def test_split_fractions_must_sum_to_one():
 def test_malformed_override():
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_profile("tiny", overrides=["risk.max_depth"])
+
+
+def test_env_assumptions_are_checked_by_name():
+    with pytest.raises(ConfigError, match=r"decision.env.*followup_days needs exactly 8"):
+        load_profile("tiny", overrides=["decision.env.followup_days=[1, 2]"])
+    with pytest.raises(ConfigError, match=r"decision.env.*must lie in \[0, 1\)"):
+        load_profile("tiny", overrides=["decision.env.hazard_reduction=[0.1, 0.2, 0.3, 1.5]"])
+
+
+def test_one_dual_can_be_overridden_without_losing_the_others():
+    p = load_profile("tiny", overrides=["decision.lagrange.budget.lr=3"])
+    assert p.decision.lagrange.budget.lr == 3.0
+    assert p.decision.lagrange.fatigue.init == 1.0 and p.decision.lagrange.cooldown.lr == 0.5

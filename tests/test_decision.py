@@ -130,7 +130,9 @@ def test_the_shield_refuses_breaches_and_charges_the_attempt():
     assert stats["fatigue_violations"] == 0 and stats["cooldown_violations"] == 0
     assert stats["budget_overshoot"] == 0.0
     assert (stats["budget_attempts"], stats["fatigue_attempts"], stats["cooldown_attempts"]) == (
-        1, 2, 1
+        1,
+        2,
+        1,
     )
 
 
@@ -261,7 +263,7 @@ def test_exported_policy_loads_without_ray():
 
 def test_ppo_trains_and_the_export_matches_rllib(tmp_path):
     from retention.decision.policy import ExportedPolicy
-    from retention.decision.ppo import train_ppo
+    from retention.decision.ppo import demonstrations, train_ppo
 
     cfg = DecisionConfig(
         env=RetentionEnvConfig(customers_per_episode=10),
@@ -269,15 +271,29 @@ def test_ppo_trains_and_the_export_matches_rllib(tmp_path):
         train_batch_size=300,
         minibatch_size=64,
         num_epochs=2,
+        lagrange=LagrangeConfig(warmup_iterations=0),
+        warm_start_episodes=30,
+        select_every=1,
+        select_episodes=3,
     )
-    res = train_ppo(cfg, book(100), 0, tmp_path, tmp_path / "model")
+    b = book(100)
+    teacher = RiskThreshold(float(np.median(b.churn_prob)), 3)
+    res = train_ppo(cfg, b, 0, tmp_path, tmp_path / "model", teacher=teacher)
     assert res.export_max_abs_diff < 1e-5
     assert len(res.history) == 2 and res.env_steps >= 600
     assert res.history[1]["lambdas"] != res.history[0]["lambdas"]  # the dual step ran
+    assert [s["iteration"] for s in res.selection] == [0, 1, 2]
+    best = max(res.selection, key=lambda s: s["validation"])
+    assert res.selected_iteration == best["iteration"]
+
     pol = ExportedPolicy(tmp_path / "model")
     probs = pol.probabilities(np.zeros((5, len(OBS_NAMES)), dtype=np.float32))
     assert [p.shape for p in probs] == [(5, 2), (5, 4), (5, 8)]
     assert all(np.allclose(p.sum(axis=1), 1.0) for p in probs)
-    env = env_for(book(100), customers_per_episode=10)
+    # The warm start imitates the teacher (and PPO moved it by at most two small steps).
+    obs, actions = demonstrations(teacher, b, cfg.env, sampled_episodes(100, 10, 5, 99))
+    agree = np.mean([(pol.act(o) == a).all() for o, a in zip(obs, actions, strict=True)])
+    assert agree > 0.8
+    env = env_for(b, customers_per_episode=10)
     stats = run_episode(pol, env, sampled_episodes(100, 10, 1, 0)[0])
     assert stats["customers"] == 10

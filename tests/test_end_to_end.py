@@ -28,13 +28,17 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     tmp, proc = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     prod = json.loads((tmp / "model-store" / "production").read_text())
-    assert set(prod["models"]) == {"risk", "accept", "phase_health", "ltv"}
+    assert set(prod["models"]) == {"risk", "accept", "phase_health", "ltv", "decision"}
     version = prod["models"]["risk"]
     model_dir = tmp / "model-store" / "risk" / version
     assert (model_dir / "model.json").is_file() and (model_dir / "preprocess.json").is_file()
+    policy_dir = tmp / "model-store" / "decision" / prod["models"]["decision"]
+    assert (policy_dir / "policy.pt").is_file() and (policy_dir / "policy.json").is_file()
+    assert "gate PASS: decision.fatigue_violations" in proc.stdout
     assert "gate PASS: risk.auc" in proc.stdout and "pushed release" in proc.stdout
     reports = list((tmp / "runs").glob("*/evaluate-gates/report"))
     assert reports and "<img" in reports[0].read_text()
+    assert "greedy_knapsack" in reports[0].read_text()  # the policy comparison table
     for task in PIPELINE_TASKS:
         assert f"Task '{task}' finished with status" in _plain(proc.stderr + proc.stdout)
 

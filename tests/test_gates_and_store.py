@@ -21,6 +21,7 @@ def test_failed_gate_says_which_metric_and_by_how_much():
             accept=ModelGates(),
             phase_health=ModelGates(),
             ltv=ModelGates(),
+            decision=ModelGates(),
         ),
         {"risk": {"test_auc": 0.75, "test_ece": 0.01}},
     )

@@ -60,6 +60,10 @@ OBS_NAMES = (
     "offer_active",
     "customers_left",
     "offer_cost",
+    "uplift_0",
+    "uplift_1",
+    "uplift_2",
+    "uplift_3",
 )
 CONSTRAINTS = ("budget", "fatigue", "cooldown")
 # The per-episode statistic each constraint's usage is measured by.
@@ -216,8 +220,8 @@ class RetentionEnv(gym.Env):
         self._followup = np.asarray(p.followup_days, dtype=int)
         self._vbar = self.book.mean_value
         self.observation_space = gym.spaces.Box(
-            low=np.array([0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.float32),
-            high=np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, 5, 1, 1, 1, 1], dtype=np.float32),
+            low=np.array([0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0] + [-1] * 4, dtype=np.float32),
+            high=np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, 5, 1, 1, 1, 1] + [5] * 4, dtype=np.float32),
             dtype=np.float32,
         )
         self.action_space = gym.spaces.MultiDiscrete(ACTION_DIMS)
@@ -289,6 +293,21 @@ class RetentionEnv(gym.Env):
             and self.day - self.last_contact < self.params.cooldown_days
         )
 
+    def expected_uplift(self) -> np.ndarray:
+        """Expected value saved minus expected spend of a contact now at each level, from
+        today's refreshed score held for the rest of the period: what a campaign tool that
+        re-scores daily would compute (the knapsack's formula, made current)."""
+        p = self.params
+        remaining = p.period_days - self.day
+        h = self.hazard[self.i, min(self.day, p.period_days - 1)]
+        eff = min(p.offer_effect_days, remaining)
+        lam_no = h * remaining
+        lam_off = h * (eff * self._keep + (remaining - eff))
+        saved = np.exp(-lam_off) - np.exp(-lam_no)
+        cost = self._discount * self.value[self.i] / 12.0 * p.offer_months
+        a = self.acc[self.i] * p.accept_fatigue**self.contacts
+        return a * (saved * self.value[self.i] - cost) - p.contact_cost
+
     def offer_cost(self, level: int) -> float:
         return float(self._discount[level] * self.value[self.i] / 12.0 * self.params.offer_months)
 
@@ -311,6 +330,7 @@ class RetentionEnv(gym.Env):
             (len(self.idx) - self.i) / len(self.idx),
             # The largest offer's cost as a share of the period budget (others scale with it).
             min(self.offer_cost(3) / max(self.budget, 1e-12), 1.0),
+            *np.clip(self.expected_uplift() / self._vbar, -1.0, 5.0),
         ]
         return np.asarray(obs, dtype=np.float32)
 

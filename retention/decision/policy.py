@@ -26,6 +26,15 @@ def split_probabilities(logits: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def argmax_action(logits: np.ndarray) -> np.ndarray:
+    """The most probable value of each action component, from one row of flat logits."""
+    out, start = [], 0
+    for size in ACTION_DIMS:
+        out.append(int(np.argmax(logits[start : start + size])))
+        start += size
+    return np.asarray(out)
+
+
 class ExportedPolicy(Policy):
     """Deterministic actions (argmax of each component) from the exported network."""
 
@@ -53,9 +62,4 @@ class ExportedPolicy(Policy):
         return split_probabilities(self.logits(obs))
 
     def act(self, obs, env=None) -> np.ndarray:
-        logits = self.logits(obs)[0]
-        out, start = [], 0
-        for size in ACTION_DIMS:
-            out.append(int(np.argmax(logits[start : start + size])))
-            start += size
-        return np.asarray(out)
+        return argmax_action(self.logits(obs)[0])

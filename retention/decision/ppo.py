@@ -5,11 +5,13 @@ Between training iterations the multipliers follow dual ascent on the iteration'
 env copy, so the reward each iteration optimises is ``r - sum_k lambda_k * cost_k``.
 
 Ray starts in-process unless ``decision.ray_address`` names a cluster (KubeRay), with usage stats
-off and its temp dir inside the run directory.
+off and its temp dir inside the run directory when that path is short enough for Ray's Unix
+sockets, else in a private temp dir that is removed afterwards.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -22,20 +24,29 @@ from typing import Any
 import numpy as np
 
 from retention.config import DecisionConfig, LagrangeConfig
+from retention.decision.baselines import Policy
 from retention.decision.env import (
+    ACTION_DIMS,
     OBS_NAMES,
     USAGE_KEYS,
     Book,
     RetentionEnv,
     make_env_config,
 )
-from retention.decision.policy import META_FILE, POLICY_FILE, split_probabilities
+from retention.decision.evaluate import (
+    Episode,
+    expected_env,
+    expected_net_revenue,
+    sampled_episodes,
+)
+from retention.decision.policy import META_FILE, POLICY_FILE, argmax_action, split_probabilities
 from retention.fileio import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
-# Unix socket paths under Ray's temp dir must stay below ~107 bytes.
-_MAX_RAY_TEMP = 60
+# Ray puts Unix sockets at <temp>/session_<date>_<pid>/sockets/plasma_store (~62 more bytes),
+# and a socket path must stay under 108 bytes.
+_MAX_RAY_TEMP = 44
 
 
 @dataclass
@@ -46,6 +57,10 @@ class TrainResult:
     wall_s: float = 0.0
     sample_steps_per_s: float = 0.0
     export_max_abs_diff: float = float("nan")
+    selection: list[dict[str, float]] = field(default_factory=list)
+    selected_iteration: int = 0
+    warm_start_loss: float = float("nan")
+    teacher_validation: float = float("nan")
 
 
 def dual_update(
@@ -139,10 +154,94 @@ def export_module(module, out_dir: Path, meta: dict[str, Any]) -> float:
     )
 
 
+class ModulePolicy(Policy):
+    """The live RLlib module as a deterministic policy (for validation during training)."""
+
+    name = "ppo"
+
+    def __init__(self, module):
+        import torch
+
+        self.module, self._torch = module, torch
+
+    def act(self, obs, env=None):
+        with self._torch.inference_mode():
+            x = self._torch.from_numpy(np.asarray(obs, dtype=np.float32).reshape(1, -1))
+            logits = self.module.forward_inference({"obs": x})["action_dist_inputs"].numpy()
+        return argmax_action(logits[0])
+
+
+def demonstrations(
+    teacher: Policy, book: Book, params, episodes: list[Episode]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(observations, actions) of ``teacher`` on training episodes, for the warm start."""
+    env = expected_env(book, params)
+    obs_rows, act_rows = [], []
+    for ep in episodes:
+        obs, _ = env.reset(seed=ep.seed, options={"customers": ep.customers})
+        teacher.begin(env)
+        done = False
+        while not done:
+            action = teacher.act(obs, env)
+            obs_rows.append(obs)
+            act_rows.append(action)
+            obs, _, done, _, _ = env.step(action)
+    return np.asarray(obs_rows, dtype=np.float32), np.asarray(act_rows, dtype=np.int64)
+
+
+def behaviour_clone(
+    algo, obs: np.ndarray, actions: np.ndarray, epochs: int, lr: float, seed: int
+) -> float:
+    """Fit the policy head to the demonstrations (cross-entropy per action component) on the
+    learner, then push the weights to the env runners; returns the final loss."""
+
+    def fit(learner) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        torch.manual_seed(seed)
+        module = next(iter(learner.module.values()))
+        opt = torch.optim.Adam(module.parameters(), lr=lr)
+        x, a = torch.from_numpy(obs), torch.from_numpy(actions)
+        loss = torch.tensor(0.0)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(x)).split(256):
+                logits = module.forward_train({"obs": x[idx]})["action_dist_inputs"]
+                loss = sum(
+                    F.cross_entropy(part, a[idx, k])
+                    for k, part in enumerate(torch.split(logits, list(ACTION_DIMS), dim=1))
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return float(loss.detach())
+
+    (first, *_) = list(algo.learner_group.foreach_learner(fit))
+    if not first.ok:
+        raise RuntimeError(f"behaviour cloning failed on the learner: {first.get()}")
+    algo.env_runner_group.sync_weights(
+        from_worker_or_learner_group=algo.learner_group, inference_only=True
+    )
+    return float(first.get())
+
+
 def train_ppo(
-    cfg: DecisionConfig, book: Book, seed: int, run_dir: str | Path, model_dir: str | Path
+    cfg: DecisionConfig,
+    book: Book,
+    seed: int,
+    run_dir: str | Path,
+    model_dir: str | Path,
+    teacher: Policy | None = None,
+    valid_book: Book | None = None,
 ) -> TrainResult:
-    """Train, export the policy to ``model_dir`` (policy.pt + policy.json), return the history."""
+    """Train, export the policy to ``model_dir`` (policy.pt + policy.json), return the history.
+
+    With a ``teacher`` (the tuned baseline), the policy starts as its behaviour clone, so PPO
+    improves on the best heuristic instead of rediscovering it from random actions. Every
+    ``select_every`` iterations the deterministic policy is scored on validation episodes drawn
+    from ``valid_book`` (customers PPO never trains on; the training book if none is given);
+    the best checkpoint is the one exported (PPO's last iterate is not reliably its best).
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
@@ -162,6 +261,30 @@ def train_ppo(
     try:
         algo = build_config(cfg, book, seed, lambdas).build_algo()
         try:
+            vbook = valid_book if valid_book is not None else book
+            val_eps = sampled_episodes(
+                len(vbook), cfg.env.customers_per_episode, cfg.select_episodes, seed + 3
+            )
+            val_env = expected_env(vbook, cfg.env)
+
+            def validate() -> float:
+                pol = ModulePolicy(algo.get_module())
+                return float(np.mean([expected_net_revenue(pol, val_env, e) for e in val_eps]))
+
+            if teacher is not None and cfg.warm_start_episodes > 0:
+                demo_eps = sampled_episodes(
+                    len(book), cfg.env.customers_per_episode, cfg.warm_start_episodes, seed + 5
+                )
+                obs, actions = demonstrations(teacher, book, cfg.env, demo_eps)
+                result.warm_start_loss = behaviour_clone(
+                    algo, obs, actions, cfg.warm_start_epochs, cfg.warm_start_lr, seed
+                )
+                result.teacher_validation = float(
+                    np.mean([expected_net_revenue(teacher, val_env, e) for e in val_eps])
+                )
+            best_score, best_state, best_it = validate(), None, 0
+            best_state = copy.deepcopy(algo.get_module().state_dict())
+            result.selection.append({"iteration": 0, "validation": best_score})
             for it in range(cfg.iterations):
                 r = algo.train()
                 runners = r.get("env_runners", {})
@@ -183,6 +306,12 @@ def train_ppo(
                 if it + 1 > cfg.lagrange.warmup_iterations:
                     lambdas = dual_update(lambdas, usage, cfg.lagrange)
                 _set_lambdas(algo, lambdas)
+                if (it + 1) % cfg.select_every == 0 or it + 1 == cfg.iterations:
+                    score = validate()
+                    result.selection.append({"iteration": it + 1, "validation": score})
+                    if score > best_score:
+                        best_score, best_it = score, it + 1
+                        best_state = copy.deepcopy(algo.get_module().state_dict())
                 log.info(
                     "ppo iteration %d/%d: steps %d, return %.2f, usage %s, lambdas %s",
                     it + 1,
@@ -198,6 +327,9 @@ def train_ppo(
             if sample_s > 0:
                 result.sample_steps_per_s = result.env_steps / sample_s
             result.lambdas = lambdas
+            result.selected_iteration = best_it
+            module = algo.get_module()
+            module.load_state_dict(best_state)
             meta = {
                 "format": "retention.policy/v1",
                 "obs_names": list(OBS_NAMES),
@@ -206,7 +338,8 @@ def train_ppo(
                 "lambdas": lambdas,
                 "hidden": list(cfg.hidden),
             }
-            result.export_max_abs_diff = export_module(algo.get_module(), Path(model_dir), meta)
+            meta["selected_iteration"] = best_it
+            result.export_max_abs_diff = export_module(module, Path(model_dir), meta)
         finally:
             algo.stop()
     finally:

@@ -16,7 +16,6 @@ class ConstraintMetrics(RLlibCallback):
         if not stats or metrics_logger is None:
             return
         for key in LOGGED:
-            # Cleared at each reduce: the dual update needs this iteration's episodes only.
-            metrics_logger.log_value(
-                ("constraints", key), float(stats[key]), reduce="mean", clear_on_reduce=True
-            )
+            # "mean" with no window covers the episodes since the last reduce (Ray 2.60): this
+            # iteration's, which is what the dual update needs; no episode gives NaN.
+            metrics_logger.log_value(("constraints", key), float(stats[key]), reduce="mean")

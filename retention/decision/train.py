@@ -6,8 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from retention.config import Profile
-from retention.decision.baselines import AlwaysMaxOffer, GreedyKnapsack, NeverContact
+from retention.decision.baselines import (
+    AlwaysMaxOffer,
+    GreedyKnapsack,
+    NeverContact,
+    RiskThreshold,
+)
 from retention.decision.book import build_books
 from retention.decision.evaluate import (
     compare,
@@ -26,13 +33,21 @@ log = logging.getLogger(__name__)
 BOOK_FILE = "book_eval.parquet"
 
 
-def evaluate_policies(profile: Profile, books, policy_dir: str | Path) -> dict[str, Any]:
+def tune_baseline(profile: Profile, book) -> RiskThreshold:
+    """The risk-threshold rule tuned on training episodes: a baseline and PPO's warm start."""
+    cfg = profile.decision
+    eps = sampled_episodes(
+        len(book), cfg.env.customers_per_episode, cfg.tune_episodes, profile.seed + 1
+    )
+    return tune_threshold(book, cfg.env, eps)
+
+
+def evaluate_policies(
+    profile: Profile, books, policy_dir: str | Path, threshold: RiskThreshold
+) -> dict[str, Any]:
     """PPO against every baseline on the same held-out episodes; baselines tuned on training ones."""
     cfg, seed = profile.decision, profile.seed
     params = cfg.env
-    tune_eps = sampled_episodes(len(books["train"]), params.customers_per_episode,
-                                cfg.tune_episodes, seed + 1)  # fmt: skip
-    threshold = tune_threshold(books["train"], params, tune_eps)
     episodes = held_out_episodes(
         len(books["eval"]), params.customers_per_episode, cfg.eval_rounds, seed + 99
     )
@@ -73,8 +88,25 @@ def train_decision(
     books = build_books(profile, split_dir, risk_dir, accept_dir, ltv_dir)
     with atomic_path(out / BOOK_FILE) as tmp:
         books["eval"].to_frame().to_parquet(tmp, index=False)
-    trained = train_ppo(profile.decision, books["train"], profile.seed, out, out / MODEL_DIR)
-    ev = evaluate_policies(profile, books, out / MODEL_DIR)
+    threshold = tune_baseline(profile, books["train"])
+    # Checkpoints are chosen on customers PPO never trains on: selecting on its own training
+    # customers rewarded what did not carry over to new ones.
+    order = np.random.default_rng(profile.seed + 11).permutation(len(books["train"]))
+    n_valid = max(1, int(len(order) * profile.decision.valid_share))
+    fit_book, valid_book = (
+        books["train"].subset(order[n_valid:]),
+        books["train"].subset(order[:n_valid]),
+    )
+    trained = train_ppo(
+        profile.decision,
+        fit_book,
+        profile.seed,
+        out,
+        out / MODEL_DIR,
+        teacher=threshold,
+        valid_book=valid_book,
+    )
+    ev = evaluate_policies(profile, books, out / MODEL_DIR, threshold)
     ppo, raw = ev["results"]["ppo"], ev["results"]["ppo_unshielded"]
     metrics = {
         "uplift_vs_best_baseline": ev["uplift_vs_best_baseline"],
@@ -102,15 +134,26 @@ def train_decision(
         "eval_episodes": ev["episodes"],
         "eval_customers": ev["customers"],
         "eval_unique_customers": ev["unique_customers"],
-        "train_customers": len(books["train"]),
+        "train_customers": len(fit_book),
+        "valid_customers": len(valid_book),
         "env_steps": trained.env_steps,
         "env_steps_per_s": trained.sample_steps_per_s,
         "train_wall_s": trained.wall_s,
         "export_max_abs_diff": trained.export_max_abs_diff,
+        "selected_iteration": trained.selected_iteration,
+        "warm_start_loss": trained.warm_start_loss,
         "lambdas": trained.lambdas,
         "threshold_baseline": ev["threshold"],
     }
-    write_json(out / CURVES_FILE, {"policies": ev["results"], "history": trained.history})
+    write_json(
+        out / CURVES_FILE,
+        {
+            "policies": ev["results"],
+            "history": trained.history,
+            "selection": trained.selection,
+            "teacher_validation": trained.teacher_validation,
+        },
+    )
     write_json(out / METRICS_FILE, metrics)
     log.info(
         "ppo-decision: net revenue retained %.1f per episode vs %s %.1f (%+.1f %%)",
