@@ -317,9 +317,22 @@ class SftConfig(Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
+class RmConfig(Strict):
+    """Bradley-Terry reward model: LoRA on a 1-logit sequence classifier (trl RewardTrainer)."""
+
+    pairs: int = Field(default=400, ge=8)
+    eval_pairs: int = Field(default=100, ge=4)
+    steps: int = Field(default=60, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    max_length: int = Field(default=192, ge=32)
+    bf16: bool = True
+
+
 class WriterConfig(Strict):
     model: WriterModelConfig = Field(default_factory=WriterModelConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
+    rm: RmConfig = Field(default_factory=RmConfig)
 
 
 class GatesConfig(Strict):
