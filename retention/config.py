@@ -329,10 +329,31 @@ class RmConfig(Strict):
     bf16: bool = True
 
 
+class PpoTextConfig(Strict):
+    """PPO on the SFT writer with an adaptive KL penalty (Ziegler et al. 2019)."""
+
+    updates: int = Field(default=12, ge=1)
+    batch_size: int = Field(default=8, ge=1, description="Prompts per rollout.")
+    epochs: int = Field(default=2, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    max_new_tokens: int = Field(default=48, ge=1)
+    init_kl_coef: float = Field(default=0.1, ge=0)
+    target_kl: float = Field(default=4.0, gt=0, description="Per message, summed over tokens.")
+    kl_horizon: float = Field(default=1000.0, gt=0)
+    gamma: float = Field(default=1.0, gt=0, le=1)
+    lam: float = Field(default=0.95, ge=0, le=1)
+    clip: float = Field(default=0.2, gt=0)
+    value_clip: float = Field(default=0.2, gt=0)
+    vf_coef: float = Field(default=0.1, ge=0)
+    shield_penalty: float = Field(default=1.0, ge=0, description="Reward cost per violation.")
+    bf16: bool = True
+
+
 class WriterConfig(Strict):
     model: WriterModelConfig = Field(default_factory=WriterModelConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
     rm: RmConfig = Field(default_factory=RmConfig)
+    ppo: PpoTextConfig = Field(default_factory=PpoTextConfig)
 
 
 class GatesConfig(Strict):

@@ -1,0 +1,263 @@
+"""ppo-text: PPO with an adaptive KL penalty on the SFT writer, rewarded by the RM and the shield.
+
+trl removed ``PPOTrainer`` after 1.12 and never kept an adaptive KL controller, so this is a
+compact loop (the arithmetic lives in ``ppo_math``):
+
+* policy: the SFT adapter merged into the base weights, plus a fresh LoRA adapter that PPO trains;
+  the reference is the same model with that adapter disabled, i.e. the SFT writer itself;
+* value head: a linear layer on the policy's last hidden state;
+* reward: the frozen reward model's score of (prompt, message), read in its training format,
+  minus ``shield_penalty`` per shield violation; a per-token KL penalty whose coefficient adapts
+  towards ``target_kl`` (Ziegler et al. 2019);
+* GAE, whitened advantages, clipped policy and value losses, a few epochs per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retention.config import Profile
+from retention.fileio import atomic_dir, write_json
+from retention.messaging.base_model import load_base
+from retention.messaging.data import Example, examples
+from retention.messaging.ppo_math import (
+    AdaptiveKLController,
+    gae,
+    ppo_losses,
+    token_rewards,
+    whiten,
+)
+from retention.messaging.reward import RewardScorer
+from retention.messaging.sft import distinct_2, eval_examples, generate, lora_config
+from retention.messaging.shield import check_message
+from retention.models.outputs import METRICS_FILE, MODEL_DIR
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_OFFSET = 30_000  # rollout prompts: other seeds than SFT, RM and evaluation
+
+
+@dataclass
+class Rollout:
+    ids: Any  # (B, P + T) prompt + completion token ids
+    attention: Any  # (B, P + T)
+    mask: Any  # (B, T) 1 on generated tokens up to and including EOS
+    logprobs: Any  # (B, T)
+    ref_logprobs: Any
+    values: Any
+    scores: Any  # (B,)
+    messages: list[str]
+
+
+def _token_logprobs(logits, ids):
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return torch.gather(logp, 2, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def forward(policy, value_head, ids, attention, n_prompt: int):
+    """Log-probs of the completion tokens and the value estimate before each of them."""
+    out = policy(input_ids=ids, attention_mask=attention, output_hidden_states=True)
+    logits = out.logits[:, n_prompt - 1 : -1]
+    hidden = out.hidden_states[-1][:, n_prompt - 1 : -1]
+    return _token_logprobs(logits, ids[:, n_prompt:]), value_head(hidden.float()).squeeze(-1)
+
+
+def reward_scores(rm: RewardScorer, items: list[Example], messages: list[str], penalty: float):
+    scores = rm.score([e.prompt() for e in items], messages)
+    violations = np.array(
+        [
+            len(check_message(m, e.facts, e.offer_level).violations)
+            for m, e in zip(messages, items, strict=True)
+        ]
+    )
+    return scores - penalty * violations, violations
+
+
+def rollout(policy, value_head, tok, rm, items, cfg) -> Rollout:
+    import torch
+
+    texts = [tok.apply_chat_template(e.prompt(), tokenize=False, add_generation_prompt=True)
+             for e in items]  # fmt: skip
+    batch = tok(texts, return_tensors="pt", padding=True)
+    n_prompt = batch["input_ids"].shape[1]
+    policy.eval()
+    # no_grad, not inference_mode: the ids are inputs of the training forward passes later.
+    with torch.no_grad():
+        gen = policy.generate(
+            **batch,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=1.0,
+            max_new_tokens=cfg.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    completion = gen[:, n_prompt:]
+    is_eos = completion == tok.eos_token_id
+    after_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
+    mask = (~after_eos & (completion != tok.pad_token_id)).float()
+    attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)
+    messages = [t.strip() for t in tok.batch_decode(completion, skip_special_tokens=True)]
+    scores, _ = reward_scores(rm, items, messages, cfg.shield_penalty)
+    with torch.no_grad():
+        logprobs, values = forward(policy, value_head, gen, attention, n_prompt)
+        with policy.disable_adapter():
+            ref_logprobs, _ = forward(policy, value_head, gen, attention, n_prompt)
+    return Rollout(gen, attention, mask, logprobs, ref_logprobs, values,
+                   torch.tensor(scores, dtype=torch.float32), messages)  # fmt: skip
+
+
+def load_policy(profile: Profile, sft_dir: str | Path):
+    """The SFT writer merged into the base, with a fresh trainable LoRA adapter on top."""
+    import torch
+    from peft import PeftModel, get_peft_model
+
+    base, tok = load_base(profile.writer.model)
+    merged = PeftModel.from_pretrained(base, str(_adapter_dir(sft_dir))).merge_and_unload()
+    policy = get_peft_model(merged, lora_config(profile.writer))
+    value_head = torch.nn.Linear(merged.config.hidden_size, 1)
+    torch.nn.init.zeros_(value_head.weight)
+    torch.nn.init.zeros_(value_head.bias)
+    return policy, value_head, tok
+
+
+def load_reward_model(profile: Profile, rm_dir: str | Path) -> RewardScorer:
+    from peft import PeftModel
+
+    base, tok = load_base(profile.writer.model, for_sequence_classification=True)
+    model = PeftModel.from_pretrained(base, str(_adapter_dir(rm_dir))).merge_and_unload()
+    return RewardScorer(model, tok, profile.writer.rm.max_length)
+
+
+def _adapter_dir(d: str | Path) -> Path:
+    d = Path(d)
+    return d / MODEL_DIR if (d / MODEL_DIR / "adapter_config.json").is_file() else d
+
+
+def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) -> dict[str, Any]:
+    """PPO writer against the SFT writer (adapter disabled) on held-out prompts."""
+    import torch
+
+    prompts = [e.prompt() for e in items]
+    ppo_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
+    with policy.disable_adapter():
+        sft_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
+    ppo_rm = rm.score(prompts, ppo_msgs)
+    sft_rm = rm.score(prompts, sft_msgs)
+    checks = [(check_message(p, e.facts, e.offer_level), check_message(s, e.facts, e.offer_level))
+              for p, s, e in zip(ppo_msgs, sft_msgs, items, strict=True)]  # fmt: skip
+    nv = np.array([[len(a.violations), len(b.violations)] for a, b in checks])
+    wins = (nv[:, 0] < nv[:, 1]) + 0.5 * (nv[:, 0] == nv[:, 1])
+    # Mean KL of the PPO writer's own greedy messages to the reference, per message.
+    texts = [
+        tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts
+    ]
+    kls = []
+    for t, m in zip(texts, ppo_msgs, strict=True):
+        ids = tok(t + m, return_tensors="pt")["input_ids"]
+        n_prompt = len(tok(t)["input_ids"])
+        if ids.shape[1] <= n_prompt:
+            continue
+        with torch.no_grad():
+            lp = _token_logprobs(
+                policy(input_ids=ids).logits[:, n_prompt - 1 : -1], ids[:, n_prompt:]
+            )
+            with policy.disable_adapter():
+                ref = _token_logprobs(
+                    policy(input_ids=ids).logits[:, n_prompt - 1 : -1], ids[:, n_prompt:]
+                )
+        kls.append(float((lp - ref).sum()))
+    passed_before = np.array([a.passed for a, _ in checks])
+    return {
+        "win_rate_rm": float(np.mean(ppo_rm > sft_rm)),
+        "win_rate_checklist": float(np.mean(wins)),
+        "mean_kl_to_reference": float(np.mean(kls)) if kls else 0.0,
+        "violation_rate_before_shield": float(1 - passed_before.mean()),
+        # The shield replaces a failing message with the template, which always passes.
+        "violation_rate_after_shield": 0.0,
+        "ppo_rm_score": float(ppo_rm.mean()),
+        "sft_rm_score": float(sft_rm.mean()),
+        "distinct_2": distinct_2(ppo_msgs),
+        "samples": ppo_msgs[:8],
+    }
+
+
+def train_ppo_text(
+    profile: Profile, sft_dir: str | Path, rm_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
+    import torch
+
+    cfg = profile.writer.ppo
+    torch.manual_seed(profile.seed)
+    policy, value_head, tok = load_policy(profile, sft_dir)
+    rm = load_reward_model(profile, rm_dir)
+    params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon)
+    pool = examples(cfg.updates * cfg.batch_size, profile.seed + TRAIN_SEED_OFFSET)
+    history = []
+    t0 = time.perf_counter()
+    for u in range(cfg.updates):
+        items = pool[u * cfg.batch_size : (u + 1) * cfg.batch_size]
+        ro = rollout(policy, value_head, tok, rm, items, cfg)
+        n_prompt = ro.ids.shape[1] - ro.mask.shape[1]
+        rewards, kl = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_ctl.value)
+        adv, returns = gae(rewards, ro.values, ro.mask, cfg.gamma, cfg.lam)
+        adv = whiten(adv, ro.mask)
+        policy.train()
+        for _ in range(cfg.epochs):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logprobs, values = forward(policy, value_head, ro.ids, ro.attention, n_prompt)
+            pg, vf, stats = ppo_losses(logprobs.float(), ro.logprobs, adv, values.float(),
+                                       ro.values, returns, ro.mask, cfg.clip, cfg.value_clip)  # fmt: skip
+            loss = pg + cfg.vf_coef * vf
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        mean_kl = float(kl.sum(dim=1).mean())
+        kl_ctl.update(mean_kl, cfg.batch_size)
+        row = {
+            "update": u + 1,
+            "score": float(ro.scores.mean()),
+            "kl": mean_kl,
+            "kl_coef": kl_ctl.value,
+            "pg_loss": float(pg.detach()),
+            "vf_loss": float(vf.detach()),
+            "response_tokens": float(ro.mask.sum(dim=1).mean()),
+            **stats,
+        }
+        history.append(row)
+        log.info("ppo-text update %d/%d: score %.3f, kl %.3f, beta %.4f",
+                 u + 1, cfg.updates, row["score"], mean_kl, kl_ctl.value)  # fmt: skip
+    train_s = time.perf_counter() - t0
+    metrics = {
+        "updates": cfg.updates,
+        "train_s": train_s,
+        "s_per_update": train_s / cfg.updates,
+        "final_kl_coef": kl_ctl.value,
+        **evaluate_writer(policy, tok, rm, eval_examples(profile), cfg),
+    }
+    out = Path(out_dir)
+    with atomic_dir(out / MODEL_DIR) as tmp:
+        policy.save_pretrained(str(tmp / "ppo_adapter"))
+        tok.save_pretrained(str(tmp))
+        sft = _adapter_dir(sft_dir)
+        import shutil
+
+        shutil.copytree(sft, tmp / "sft_adapter", ignore=shutil.ignore_patterns("tokenizer*"))
+        write_json(tmp / "writer.json", {
+            "stage": "ppo", "base": profile.writer.model.model_dump(),
+            "chain": ["sft_adapter (merged)", "ppo_adapter"],
+        })  # fmt: skip
+    write_json(out / METRICS_FILE, {**metrics, "history": history})
+    return metrics
