@@ -85,7 +85,16 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
         "writer.ppo.max_new_tokens=6", f"writer.model.cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip
     train_sft(profile, tmp_path / "sft")
-    train_rm(profile, tmp_path / "rm")
+    rm_metrics = train_rm(profile, tmp_path / "rm")
+    # The reward model PPO reloads from disk scores exactly as the one just trained.
+    from retention.messaging.data import preference_pairs
+    from retention.messaging.ppo_text import load_reward_model
+    from retention.messaging.reward import EVAL_SEED_OFFSET, pairwise_accuracy
+
+    held_out = preference_pairs(4, profile.seed + EVAL_SEED_OFFSET)
+    again = pairwise_accuracy(load_reward_model(profile, tmp_path / "rm"), held_out)
+    assert again["accuracy"] == rm_metrics["accuracy"]
+    assert again["mean_margin"] == pytest.approx(rm_metrics["mean_margin"], rel=0.05, abs=1e-3)
     m = train_ppo_text(profile, tmp_path / "sft", tmp_path / "rm", tmp_path / "ppo")
     assert m["updates"] == 2 and 0.0 <= m["win_rate_rm"] <= 1.0
     assert 0.0 <= m["win_rate_checklist"] <= 1.0
