@@ -56,13 +56,19 @@ def _set_pad(tokenizer) -> None:
     tokenizer.padding_side = "left"  # generation continues from the right edge
 
 
+def _cache_paths(cache_dir: str | Path) -> tuple[Path, Path, Path]:
+    """(gguf, converted model folder, tokenizer-only folder); keyed by the GGUF's name and size."""
+    gguf = smollm2_gguf()
+    key = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    root = Path(cache_dir).expanduser()
+    return gguf, root / f"smollm2-135m-instruct-{key}", root / f"smollm2-tokenizer-{key}"
+
+
 def cached_smollm2(cache_dir: str | Path) -> Path:
     """A safetensors copy of the de-quantised GGUF, made once (atomically) and reused."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    gguf = smollm2_gguf()
-    key = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-    target = Path(cache_dir).expanduser() / f"smollm2-135m-instruct-{key}"
+    gguf, target, _ = _cache_paths(cache_dir)
     if (target / "config.json").is_file():
         return target
     log.info("converting %s to safetensors under %s (once)", gguf.name, target)
@@ -80,12 +86,9 @@ def cached_tokenizer(cache_dir: str | Path) -> Path:
     """SmolLM2's tokenizer alone (what the tiny model needs), saved once from the GGUF."""
     from transformers import AutoTokenizer
 
-    gguf = smollm2_gguf()
-    key = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-    full = Path(cache_dir).expanduser() / f"smollm2-135m-instruct-{key}"
+    gguf, full, target = _cache_paths(cache_dir)
     if (full / "tokenizer_config.json").is_file():
         return full
-    target = Path(cache_dir).expanduser() / f"smollm2-tokenizer-{key}"
     if not (target / "tokenizer_config.json").is_file():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         with atomic_dir(target) as tmp:

@@ -19,7 +19,7 @@ from retention.config import Profile
 from retention.fileio import atomic_dir, write_json
 from retention.messaging.base_model import load_base
 from retention.messaging.data import preference_pairs
-from retention.messaging.sft import lora_config
+from retention.messaging.sft import lora_config, trainer_kwargs
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
 
 log = logging.getLogger(__name__)
@@ -95,19 +95,11 @@ def train_rm(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
     cfg = profile.writer
     model, tok = load_base(cfg.model, for_sequence_classification=True)
     out = Path(out_dir)
+    r = cfg.rm
     args = RewardConfig(
-        output_dir=str(out / "trainer"),
-        max_steps=cfg.rm.steps,
-        per_device_train_batch_size=cfg.rm.batch_size,
-        learning_rate=cfg.rm.learning_rate,
-        max_length=cfg.rm.max_length,
-        bf16=cfg.rm.bf16,
-        gradient_checkpointing=False,
-        use_cpu=True,
-        logging_steps=max(1, cfg.rm.steps // 10),
-        save_strategy="no",
-        report_to="none",
-        seed=profile.seed,
+        **trainer_kwargs(
+            out, r.steps, r.batch_size, r.learning_rate, r.max_length, r.bf16, profile.seed
+        )  # fmt: skip
     )
     trainer = RewardTrainer(
         model=model,

@@ -38,6 +38,25 @@ def lora_config(cfg: WriterConfig, task_type: str = "CAUSAL_LM"):
     )
 
 
+def trainer_kwargs(out: Path, steps: int, batch_size: int, lr: float, max_length: int,
+                   bf16: bool, seed: int) -> dict[str, Any]:  # fmt: skip
+    """The settings SFT and RM share: CPU, bf16 autocast, no checkpointing, nothing saved."""
+    return {
+        "output_dir": str(out / "trainer"),
+        "max_steps": steps,
+        "per_device_train_batch_size": batch_size,
+        "learning_rate": lr,
+        "max_length": max_length,
+        "bf16": bf16,
+        "gradient_checkpointing": False,
+        "use_cpu": True,
+        "logging_steps": max(1, steps // 10),
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": seed,
+    }
+
+
 def sft_rows(items: list[Example]) -> list[dict[str, Any]]:
     return [
         {"prompt": e.prompt(), "completion": [{"role": "assistant", "content": e.message}]}
@@ -103,19 +122,11 @@ def train_sft(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
     model, tok = load_base(cfg.model)
     train = examples(cfg.sft.examples, profile.seed)
     out = Path(out_dir)
+    s = cfg.sft
     args = SFTConfig(
-        output_dir=str(out / "trainer"),
-        max_steps=cfg.sft.steps,
-        per_device_train_batch_size=cfg.sft.batch_size,
-        learning_rate=cfg.sft.learning_rate,
-        max_length=cfg.sft.max_length,
-        bf16=cfg.sft.bf16,
-        gradient_checkpointing=False,
-        use_cpu=True,
-        logging_steps=max(1, cfg.sft.steps // 10),
-        save_strategy="no",
-        report_to="none",
-        seed=profile.seed,
+        **trainer_kwargs(
+            out, s.steps, s.batch_size, s.learning_rate, s.max_length, s.bf16, profile.seed
+        ),  # fmt: skip
         completion_only_loss=True,
     )
     trainer = SFTTrainer(
