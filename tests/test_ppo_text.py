@@ -98,6 +98,8 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     m = train_ppo_text(profile, tmp_path / "sft", tmp_path / "rm", tmp_path / "ppo")
     assert m["updates"] == 2 and 0.0 <= m["win_rate_rm"] <= 1.0
     assert 0.0 <= m["win_rate_checklist"] <= 1.0
+    # A random tiny model fails every check; the shield's fallback passes every one.
+    assert m["violation_rate_before_shield"] == 1.0 and m["violation_rate_after_shield"] == 0.0
     assert m["final_kl_coef"] != 0.1  # the controller moved
     saved = json.loads((tmp_path / "ppo" / "metrics.json").read_text())
     assert len(saved["history"]) == 2 and np.isfinite(saved["history"][-1]["pg_loss"])

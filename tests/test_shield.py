@@ -8,6 +8,7 @@ from retention.messaging.shield import (
     NEUTRAL_NAME,
     check_message,
     safe_facts,
+    shielded,
     template_message,
 )
 
@@ -161,3 +162,12 @@ def test_template_message_always_passes(level):
 def test_offer_level_outside_the_range_is_refused():
     with pytest.raises(ValueError, match="offer_level must be 0-3"):
         check_message(GOOD, FACTS, 7)
+
+
+def test_shielded_sends_the_message_or_the_template():
+    sent, verdict = shielded(GOOD, FACTS, 2, send_at=NOON_BERLIN)
+    assert sent == GOOD and verdict.passed
+    bad = GOOD.replace("10%", "90%")
+    sent, verdict = shielded(bad, FACTS, 2)
+    assert not verdict.passed and sent == template_message(FACTS, 2)
+    assert check_message(sent, FACTS, 2).passed

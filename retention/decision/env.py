@@ -16,9 +16,11 @@ the customer churns or the period ends. Every assumption is a named parameter of
   ``offer_effect_days``; the discount ``offer_discounts[level]`` × monthly value ×
   ``offer_months`` is paid at acceptance; every contact costs ``contact_cost``.
 * value: the LTV model's 12-month value; a churned customer loses it.
-* limits: a contact within ``cooldown_days`` of the last one, or beyond ``fatigue_cap`` contacts in
-  the period, is a violation; spend beyond the period budget (``budget_share`` × the portfolio's
-  value) is overshoot. Violations are carried out and counted, and cost ``lambda`` each in the reward.
+* limits: a contact within ``cooldown_days`` of the last one, beyond ``fatigue_cap`` contacts in
+  the period, or whose cost if accepted exceeds what is left of the period budget
+  (``budget_share`` × the portfolio's value) breaches a limit. With ``shield`` on (the default)
+  the contact is refused, as the serving ledger would; without it, it happens and is counted
+  as a violation (or overshoot). Either way each attempt costs ``lambda`` in the reward.
 
 Randomness uses common random numbers: each customer's churn clock (a unit exponential compared
 with the cumulative hazard), hazard path and acceptance draws are fixed at reset from the episode
@@ -106,36 +108,6 @@ class Book:
     def mean_value(self) -> float:
         return max(float(self.value.mean()), 1e-9)
 
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "customer_id": self.customer_id,
-                "churn_prob": self.churn_prob,
-                **{f"accept_{k}": self.accept[:, k] for k in range(4)},
-                "value": self.value,
-            }
-        )
-
-    @classmethod
-    def from_frame(cls, df) -> Book:
-        missing = [
-            c
-            for c in ("churn_prob", "accept_0", "accept_1", "accept_2", "accept_3", "value")
-            if c not in df.columns
-        ]
-        if missing:
-            raise KeyError(f"customer book lacks column(s) {missing}")
-        return cls(
-            churn_prob=df["churn_prob"].to_numpy(),
-            accept=df[[f"accept_{k}" for k in range(4)]].to_numpy(),
-            value=df["value"].to_numpy(),
-            customer_id=df["customer_id"].astype(str).to_numpy(dtype=object)
-            if "customer_id" in df.columns
-            else np.empty(0, dtype=object),
-        )
-
     def subset(self, idx: np.ndarray) -> Book:
         return Book(self.churn_prob[idx], self.accept[idx], self.value[idx], self.customer_id[idx])
 
@@ -154,8 +126,8 @@ class EpisodeStats:
     contacted_customers: int = 0
     accepted: int = 0
     offers_by_level: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
-    violations: dict[str, float] = field(
-        default_factory=lambda: {"budget": 0.0, "fatigue": 0.0, "cooldown": 0.0}
+    violations: dict[str, float] = field(  # carried out (only without the shield)
+        default_factory=lambda: {"fatigue": 0.0, "cooldown": 0.0}
     )
     attempts: dict[str, float] = field(
         default_factory=lambda: {"budget": 0.0, "fatigue": 0.0, "cooldown": 0.0}
@@ -381,7 +353,6 @@ class RetentionEnv(gym.Env):
             st.offers_by_level[level] += 1
         self.spend += spent
         st.spend = self.spend
-        st.violations["budget"] = st.budget_overshoot
 
         # Advance to the next decision; churn when the cumulative hazard passes the clock.
         end = min(self.day + int(self._followup[wait]), p.period_days)

@@ -49,7 +49,6 @@ class ExportedPolicy(Policy):
                 f"version's {list(OBS_NAMES)}"
             )
         self.net = torch.jit.load(str(path / POLICY_FILE), map_location="cpu").eval()
-        torch.set_num_threads(1)  # batch-of-one inference: threads only add overhead
         self._torch = torch
         self.name = name
 

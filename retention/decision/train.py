@@ -25,12 +25,10 @@ from retention.decision.evaluate import (
 )
 from retention.decision.policy import ExportedPolicy
 from retention.decision.ppo import train_ppo
-from retention.fileio import atomic_path, write_json
+from retention.fileio import write_json
 from retention.models.outputs import CURVES_FILE, METRICS_FILE, MODEL_DIR
 
 log = logging.getLogger(__name__)
-
-BOOK_FILE = "book_eval.parquet"
 
 
 def tune_baseline(profile: Profile, book) -> RiskThreshold:
@@ -86,8 +84,6 @@ def train_decision(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     books = build_books(profile, split_dir, risk_dir, accept_dir, ltv_dir)
-    with atomic_path(out / BOOK_FILE) as tmp:
-        books["eval"].to_frame().to_parquet(tmp, index=False)
     threshold = tune_baseline(profile, books["train"])
     # Checkpoints are chosen on customers PPO never trains on: selecting on its own training
     # customers rewarded what did not carry over to new ones.

@@ -15,6 +15,7 @@ compact loop (the arithmetic lives in ``ppo_math``):
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from retention.messaging.ppo_math import (
 )
 from retention.messaging.reward import RewardScorer
 from retention.messaging.sft import distinct_2, eval_examples, generate, lora_config
-from retention.messaging.shield import check_message
+from retention.messaging.shield import check_message, shielded
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def forward(policy, value_head, ids, attention, n_prompt: int):
 
 
 def reward_scores(rm: RewardScorer, items: list[Example], messages: list[str], penalty: float):
+    """RM score minus ``penalty`` per shield violation, one per message."""
     scores = rm.score([e.prompt() for e in items], messages)
     violations = np.array(
         [
@@ -78,7 +80,7 @@ def reward_scores(rm: RewardScorer, items: list[Example], messages: list[str], p
             for m, e in zip(messages, items, strict=True)
         ]
     )
-    return scores - penalty * violations, violations
+    return scores - penalty * violations
 
 
 def rollout(policy, value_head, tok, rm, items, cfg) -> Rollout:
@@ -107,7 +109,7 @@ def rollout(policy, value_head, tok, rm, items, cfg) -> Rollout:
     mask = (~after_eos & (completion != tok.pad_token_id)).float()
     attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)
     messages = [t.strip() for t in tok.batch_decode(completion, skip_special_tokens=True)]
-    scores, _ = reward_scores(rm, items, messages, cfg.shield_penalty)
+    scores = reward_scores(rm, items, messages, cfg.shield_penalty)
     with torch.no_grad():
         logprobs, values = forward(policy, value_head, gen, attention, n_prompt)
         with policy.disable_adapter():
@@ -177,13 +179,16 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) ->
                 )
         kls.append(float((lp - ref).sum()))
     passed_before = np.array([a.passed for a, _ in checks])
+    sent = [shielded(m, e.facts, e.offer_level)[0] for m, e in zip(ppo_msgs, items, strict=True)]
+    passed_after = np.array(
+        [check_message(m, e.facts, e.offer_level).passed for m, e in zip(sent, items, strict=True)]
+    )
     return {
         "win_rate_rm": float(np.mean(ppo_rm > sft_rm)),
         "win_rate_checklist": float(np.mean(wins)),
         "mean_kl_to_reference": float(np.mean(kls)) if kls else 0.0,
         "violation_rate_before_shield": float(1 - passed_before.mean()),
-        # The shield replaces a failing message with the template, which always passes.
-        "violation_rate_after_shield": 0.0,
+        "violation_rate_after_shield": float(1 - passed_after.mean()),
         "ppo_rm_score": float(ppo_rm.mean()),
         "sft_rm_score": float(sft_rm.mean()),
         "distinct_2": distinct_2(ppo_msgs),
@@ -252,8 +257,6 @@ def train_ppo_text(
         policy.save_pretrained(str(tmp / "ppo_adapter"))
         tok.save_pretrained(str(tmp))
         sft = _adapter_dir(sft_dir)
-        import shutil
-
         shutil.copytree(sft, tmp / "sft_adapter", ignore=shutil.ignore_patterns("tokenizer*"))
         write_json(tmp / "writer.json", {
             "stage": "ppo", "base": profile.writer.model.model_dump(),

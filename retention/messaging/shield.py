@@ -198,3 +198,11 @@ def template_message(facts: dict[str, Any], offer_level: int) -> str:
             f"Hi {name}, {thanks}. If anything could work better for you, just reply and tell us."
         )
     return body
+
+
+def shielded(
+    message: str, facts: dict[str, Any], offer_level: int, **check
+) -> tuple[str, ShieldResult]:
+    """What may be sent: the message if it passes, else the template; with the first verdict."""
+    verdict = check_message(message, facts, offer_level, **check)
+    return (message if verdict.passed else template_message(facts, offer_level)), verdict
