@@ -8,6 +8,8 @@ def evaluate_gates(
     phase_health: Input[Model],
     ltv: Input[Model],
     decision: Input[Model],
+    writer: Input[Model],
+    rm: Input[Model],
     report: Output[HTML],
     summary: Output[Metrics],
 ) -> bool:
@@ -27,6 +29,8 @@ def evaluate_gates(
             "phase_health": phase_health.path,
             "ltv": ltv.path,
             "decision": decision.path,
+            "writer": writer.path,
+            "rm": rm.path,
         },
         report.path,
     )

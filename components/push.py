@@ -8,6 +8,7 @@ def push(
     phase_health: Input[Model],
     ltv: Input[Model],
     decision: Input[Model],
+    writer: Input[Model],
 ) -> str:
     """Copy the gated models to the model store under a new version; flip ``production``."""
     import json
@@ -23,6 +24,7 @@ def push(
             "phase_health": phase_health.path,
             "ltv": ltv.path,
             "decision": decision.path,
+            "writer": writer.path,
         },
     )
     print(f"pushed release {pointer['release']}: {json.dumps(pointer['models'])}")

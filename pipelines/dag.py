@@ -14,7 +14,10 @@ import components
 from components.evaluate_gates import evaluate_gates
 from components.ingest import ingest
 from components.ppo_decision import ppo_decision
+from components.ppo_text import ppo_text
 from components.push import push
+from components.rm import rm
+from components.sft import sft
 from components.split import split
 from components.train_accept import train_accept
 from components.train_ltv import train_ltv
@@ -61,10 +64,21 @@ def build_pipeline(profile: Profile, target: Target = "local"):
         train_phase_health,
         train_ltv,
         ppo_decision,
+        sft,
+        rm,
+        ppo_text,
         evaluate_gates,
         push,
     )
-    c = {f.__name__: components.build(f, profile) for f in steps}
+    # A step runs in the GPU image when the profile puts its task on the GPU pool.
+    task_names = {f.__name__: f.__name__.replace("_", "-") for f in steps}
+    task_names |= {"sft": "sft", "rm": "rm", "ppo_text": "ppo-text"}
+    c = {
+        f.__name__: components.build(
+            f, profile, gpu=profile.pipeline.resources_for(task_names[f.__name__]).pool == "gpu"
+        )
+        for f in steps
+    }
 
     @dsl.pipeline(name=profile.pipeline.name, description="Retention platform training DAG")
     def retention_pipeline(config_json: str = profile.model_dump_json()):
@@ -97,14 +111,29 @@ def build_pipeline(profile: Profile, target: Target = "local"):
             ),
             "ppo-decision",
         )
+        # The writer: sft and rm are independent; ppo-text needs both.
+        sft_task = place(c["sft"](config_json=config_json), "sft")
+        rm_task = place(c["rm"](config_json=config_json), "rm")
+        writer = place(
+            c["ppo_text"](
+                config_json=config_json,
+                sft=sft_task.outputs["model"],
+                rm=rm_task.outputs["model"],
+            ),
+            "ppo-text",
+        )
         models = {
             "risk": risk.outputs["model"],
             "accept": accept.outputs["model"],
             "phase_health": health.outputs["model"],
             "ltv": ltv.outputs["model"],
             "decision": decision.outputs["model"],
+            "writer": writer.outputs["model"],
         }
-        gates = place(c["evaluate_gates"](config_json=config_json, **models), "evaluate-gates")
+        gates = place(
+            c["evaluate_gates"](config_json=config_json, rm=rm_task.outputs["model"], **models),
+            "evaluate-gates",
+        )
         with dsl.If(gates.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 - KFP DSL
             place(c["push"](config_json=config_json, **models), "push")
 

@@ -78,7 +78,9 @@ def format_summary(s: RunSummary, model_store: str) -> str:
         shown = ("test_auc", "test_ece", "test_brier", "cv_auc", "oof_ece", "test_revenue_error",
                  "test_top10_capture", "test_interval_coverage", "churn_cv_auc",
                  "net_revenue_retained", "uplift_vs_best_baseline", "budget_overshoot",
-                 "env_steps_per_s", "train_wall_s")  # fmt: skip
+                 "env_steps_per_s", "train_wall_s", "accuracy", "win_rate_rm",
+                 "win_rate_checklist", "violation_rate_after_shield", "distinct_2",
+                 "mean_kl_to_reference", "train_s")  # fmt: skip
         keys = [k for k in shown if k in m]
         lines.append(f"  {model}: " + ", ".join(f"{k}={m[k]:.4f}" for k in keys))
     if s.report:

@@ -313,7 +313,9 @@ class SftConfig(Strict):
     learning_rate: float = Field(default=2e-4, gt=0)
     max_length: int = Field(default=160, ge=32)
     max_new_tokens: int = Field(default=60, ge=1)
-    bf16: bool = Field(default=True, description="bf16 autocast: ~1.6x faster on this CPU.")
+    bf16: bool = Field(
+        default=True, description="bf16 autocast where the hardware has native bf16 (see device)."
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
@@ -392,8 +394,95 @@ class GatesConfig(Strict):
         )
     )
 
+    rm: ModelGates = Field(default_factory=lambda: ModelGates(min={"accuracy": 0.95}))
+
+    writer: ModelGates = Field(
+        default_factory=lambda: ModelGates(
+            min={"win_rate_rm": 0.60, "win_rate_checklist": 0.55, "distinct_2": 0.30},
+            max={"violation_rate_after_shield": 0.0, "mean_kl_to_reference": 20.0},
+        )
+    )
+
     def items(self) -> list[tuple[str, ModelGates]]:
         return [(name, getattr(self, name)) for name in type(self).model_fields]
+
+
+# ------------------------------------------------------------------------------------------- serving
+
+PREDICTORS = ("risk", "accept", "policy", "writer", "phase-health")
+
+
+class LedgerConfig(Strict):
+    """The contact ledger's hard limits, enforced in one transaction with each decision."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (postgresql+psycopg://...); none: SQLite beside the model store.",
+    )
+    budget_per_period: float = Field(default=5000.0, gt=0, description="Offer spend per period.")
+    period: Literal["week", "month", "quarter"] = "month"
+    fatigue_cap: int = Field(default=3, ge=1, description="Most contacts per customer per period.")
+    cooldown_days: int = Field(default=14, ge=0, description="No contact sooner after the last.")
+    quiet_start_hour: int = Field(default=22, ge=0, le=23)
+    quiet_end_hour: int = Field(default=8, ge=0, le=23)
+    default_timezone: str = Field(default="UTC", description="When a request names none.")
+
+
+class ExperimentConfig(Strict):
+    """A/B split: a stable hash of customer id and salt picks the arm."""
+
+    name: str = "policy-v1"
+    salt: str = "retention-ab-1"
+    treatment_share: float = Field(default=0.5, ge=0, le=1)
+
+
+class Deployment(Strict):
+    """One InferenceService's footprint and autoscaling."""
+
+    cpu: str = "1"
+    memory: str = "2Gi"
+    gpu: int = Field(default=0, ge=0)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=3, ge=1)
+    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
+    scale_target: int = Field(default=16, ge=1)
+    canary_traffic_percent: int | None = Field(default=None, ge=0, le=100)
+
+
+def _default_deployments() -> dict[str, Deployment]:
+    return {
+        "risk": Deployment(),
+        "accept": Deployment(),
+        "policy": Deployment(),
+        "phase-health": Deployment(max_replicas=2),
+        "writer": Deployment(cpu="4", memory="8Gi", max_replicas=2, scale_target=4),
+        "retention": Deployment(max_replicas=5, scale_target=32),
+    }
+
+
+class ServingConfig(Strict):
+    """The KServe stack: predictors, the orchestrating transformer and its ledger."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535, description="The transformer's HTTP port.")
+    predictor_timeout_ms: int = Field(default=300, ge=1, description="Per predictor hop.")
+    writer_timeout_ms: int = Field(default=3000, ge=1)
+    use_writer: bool = Field(default=True, description="False: always the template message.")
+    predictor_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Predictor name -> base URL for the transformer (in-cluster service URLs); "
+        "`retention serve` fills it with its own loopback predictors.",
+    )
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    namespace: str = "retention"
+    image: str = "retention/serving:latest"
+    writer_image: str = "retention/gpu:latest"
+    apply: bool = Field(default=False, description="Apply the rendered manifests on push.")
+    ledger_secret: str = Field(
+        default="retention-ledger", description="Secret whose key `url` is the ledger's URL."
+    )
+    deployments: dict[str, Deployment] = Field(default_factory=_default_deployments)
 
 
 # ------------------------------------------------------------------------------------------ platform
@@ -450,6 +539,7 @@ class Profile(Strict):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     writer: WriterConfig = Field(default_factory=WriterConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     gcp: GcpConfig = Field(default_factory=GcpConfig)
 

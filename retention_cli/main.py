@@ -137,7 +137,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sep", default=",")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train_risk)
+    _add_serving(sub)
+    _add_ab_report(sub)
     return parser
+
+
+def _profile_argv(args) -> list[str]:
+    """The profile flags again, for a child process."""
+    out = ["--profile", args.profile] if args.profile else []
+    out += ["--config", args.config] if args.config else []
+    for o in args.overrides:
+        out += ["--set", o]
+    return out
+
+
+def cmd_serve(args) -> int:
+    from serving.server import serve_stack
+
+    return serve_stack(_load(args), _profile_argv(args), args.host, args.port)
+
+
+def cmd_serve_model(args) -> int:
+    from serving.server import serve_model
+
+    serve_model(_load(args), args.name, args.host, args.port, args.model_dir)
+    return 0
+
+
+def _add_serving(sub) -> None:
+    p = sub.add_parser("serve", help="serve the whole stack on loopback from the model store")
+    _profile_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="transformer port; predictors on +1")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("serve-model", help="one model server (what an InferenceService runs)")
+    p.add_argument("name", help="retention, predictors, or one of risk, accept, policy, ...")
+    _profile_args(p)
+    p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container's server
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--model-dir", help="the model's files (KServe mounts /mnt/models)")
+    p.set_defaults(func=cmd_serve_model)
+
+
+def cmd_ab_report(args) -> int:
+    from retention.experiments.ab import ab_report
+    from retention.fileio import write_json
+
+    report = ab_report(args.outcomes, resamples=args.resamples, seed=args.seed)
+    print(report.format_table())
+    if args.out:
+        write_json(args.out, report.model_dump(mode="json"))  # temp file + os.replace
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _add_ab_report(sub) -> None:
+    p = sub.add_parser("ab-report", help="A/B report: retention uplift, revenue, spend and ROI")
+    p.add_argument("outcomes", help="CSV/Parquet: customer_id, arm, contacted, offer_cost, ...")
+    p.add_argument("--out", help="also write the report as JSON here")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the ROI")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_ab_report)
 
 
 def main(argv: list[str] | None = None) -> int:

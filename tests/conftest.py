@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,9 @@ PIPELINE_TASKS = (
     "train-phase-health",
     "train-ltv",
     "ppo-decision",
+    "sft",
+    "rm",
+    "ppo-text",
     "evaluate-gates",
     "push",
 )
@@ -31,3 +36,17 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One end-to-end `retention run --profile tiny` per session: (folder, process)."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    proc = subprocess.run(
+        [sys.executable, "-m", "retention_cli.main", "run", "--profile", "tiny"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return tmp, proc

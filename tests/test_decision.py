@@ -297,3 +297,38 @@ def test_ppo_trains_and_the_export_matches_rllib(tmp_path):
     env = env_for(b, customers_per_episode=10)
     stats = run_episode(pol, env, sampled_episodes(100, 10, 1, 0)[0])
     assert stats["customers"] == 10
+
+
+def test_serving_observation_matches_the_env_it_was_trained_on():
+    from retention.decision.observe import LiveCustomer, observation
+
+    b = book(60, seed=4)
+    env = env_for(b, customers_per_episode=20)
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(300):
+        if env.i >= len(env.idx):
+            break
+        live = LiveCustomer(
+            churn_risk=env.current_risk(),
+            accept_probs=tuple(env.acc[env.i]),
+            value=float(env.value[env.i]),
+            day=env.day,
+            contacts=env.contacts,
+            days_since_contact=None if env.last_contact is None else env.day - env.last_contact,
+            offer_active=env.day < env.offer_until,
+            budget_left_share=(env.budget - env.spend) / env.budget,
+        )
+        want = env._obs()
+        got = observation(
+            live,
+            env.params,
+            b.mean_value,
+            customers_left=(len(env.idx) - env.i) / len(env.idx),
+            period_budget=env.budget,
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        checked += 1
+        env.step(np.array([rng.integers(2), rng.integers(4), rng.integers(8)]))
+    assert checked > 50

@@ -17,24 +17,21 @@ def _run(args, cwd):
     return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    proc = _run(["run", "--profile", "tiny"], cwd=tmp)
-    return tmp, proc
-
-
 def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     tmp, proc = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     prod = json.loads((tmp / "model-store" / "production").read_text())
-    assert set(prod["models"]) == {"risk", "accept", "phase_health", "ltv", "decision"}
+    assert set(prod["models"]) == {"risk", "accept", "phase_health", "ltv", "decision", "writer"}
     version = prod["models"]["risk"]
     model_dir = tmp / "model-store" / "risk" / version
     assert (model_dir / "model.json").is_file() and (model_dir / "preprocess.json").is_file()
     policy_dir = tmp / "model-store" / "decision" / prod["models"]["decision"]
     assert (policy_dir / "policy.pt").is_file() and (policy_dir / "policy.json").is_file()
     assert "gate PASS: decision.fatigue_violations" in proc.stdout
+    writer_dir = tmp / "model-store" / "writer" / prod["models"]["writer"]
+    assert (writer_dir / "ppo_adapter" / "adapter_config.json").is_file()
+    assert (writer_dir / "sft_adapter" / "adapter_config.json").is_file()
+    assert "gate PASS: writer.violation_rate_after_shield" in proc.stdout
     assert "gate PASS: risk.auc" in proc.stdout and "pushed release" in proc.stdout
     reports = list((tmp / "runs").glob("*/evaluate-gates/report"))
     assert reports and "<img" in reports[0].read_text()

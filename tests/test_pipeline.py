@@ -9,6 +9,7 @@ from retention.config import load_profile
 from tests.conftest import PIPELINE_TASKS
 
 TASKS = set(PIPELINE_TASKS)
+GPU_TASKS = {"sft", "rm", "ppo_text"}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,20 @@ def test_vertex_yaml_is_one_document_with_every_task_and_resources(gcp, tmp_path
     by_task = {name.removeprefix("exec-").replace("-", "_"): e for name, e in execs.items()}
     res = by_task["train_risk"]["container"]["resources"]
     assert res["resourceCpuLimit"] == "4" and res["resourceMemoryLimit"] == "16G"
-    for e in execs.values():
-        assert e["container"]["image"] == gcp.pipeline.base_image
-        assert "resources" in e["container"]
+    for name, e in by_task.items():
+        image = gcp.pipeline.gpu_image if name in GPU_TASKS else gcp.pipeline.base_image
+        assert e["container"]["image"] == image, name
+        res = e["container"]["resources"]
+        if name in GPU_TASKS:
+            want = gcp.pipeline.resources_for(name.replace("_", "-"))
+            assert res["accelerator"]["resourceType"] == want.accelerator_type
+            assert str(res["accelerator"]["resourceCount"]) == str(want.accelerator_count)
+        else:
+            assert "accelerator" not in res, name
+    # The writer: sft and rm are independent, ppo-text waits for both.
+    root = spec["root"]["dag"]["tasks"]
+    assert not root["sft"].get("dependentTasks") and not root["rm"].get("dependentTasks")
+    assert set(root["ppo-text"]["dependentTasks"]) == {"sft", "rm"}
     # The push task sits under the gate condition.
     cond = [c for c in inner.values() if "push" in c.get("dag", {}).get("tasks", {})]
     assert cond, "push must be inside dsl.If(passed)"
@@ -47,8 +59,13 @@ def test_kfp_yaml_carries_node_selectors_and_tolerations(gcp, tmp_path):
     assert len(docs) == 2
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(platform) == set(_executors(docs[0]))
-    for cfg in platform.values():
-        assert cfg["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "cpu-pool"}
+    for name, cfg in platform.items():
+        gpu = name.removeprefix("exec-").replace("-", "_") in GPU_TASKS
+        pool = gcp.pipeline.gpu_pool if gpu else gcp.pipeline.cpu_pool
+        assert cfg["nodeSelector"]["labels"] == pool.node_selector, name
+        tolerations = cfg.get("tolerations", [])
+        assert [t["key"] for t in tolerations] == [t["key"] for t in pool.tolerations], name
+    assert {"nvidia.com/gpu"} == {t["key"] for t in gcp.pipeline.gpu_pool.tolerations}
 
 
 def test_compile_refuses_local_target(gcp, tmp_path):

@@ -76,7 +76,7 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     from retention.config import load_profile
     from retention.messaging.ppo_text import train_ppo_text
     from retention.messaging.reward import train_rm
-    from retention.messaging.sft import train_sft
+    from retention.messaging.sft import eval_examples, train_sft
 
     profile = load_profile("tiny", overrides=[
         "writer.sft.steps=2", "writer.sft.examples=16", "writer.sft.eval_prompts=3",
@@ -106,3 +106,32 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     model = tmp_path / "ppo" / "model"
     assert (model / "ppo_adapter" / "adapter_config.json").is_file()
     assert (model / "sft_adapter" / "adapter_config.json").is_file()
+    # Serving's writer: both adapters merged into the base, the same greedy text as the
+    # PPO policy that was just evaluated.
+    from retention.messaging.writer import MessageWriter, WriterLoadError
+
+    writer = MessageWriter.load(model, max_new_tokens=6)
+    assert writer.write([{"name": "Sam", "plan": "Pro"}], [2]) == writer.write(
+        [{"name": "Sam", "plan": "Pro"}], [2]
+    )
+    assert (
+        saved["samples"][0]
+        == writer.write(
+            [ex.facts for ex in eval_examples(profile)[:1]],
+            [ex.offer_level for ex in eval_examples(profile)[:1]],
+        )[0]
+    )
+    text, n_new, seconds = writer.timed_write({"name": "Sam"}, 1)
+    assert 0 < n_new <= 6 and seconds > 0
+    with pytest.raises(WriterLoadError, match="writer.json is missing"):
+        MessageWriter.load(tmp_path / "rm")
+
+
+def test_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from retention.messaging import device
+
+    monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert device.bf16_ok(True) is False  # emulated bf16 on AVX2 was ~15x slower
+    monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert device.bf16_ok(True) is True
+    assert device.bf16_ok(False) is False

@@ -337,6 +337,8 @@ def train_ppo(
                 "env": cfg.env.model_dump(),
                 "lambdas": lambdas,
                 "hidden": list(cfg.hidden),
+                # The value scale of the observation: serving normalises with the same number.
+                "mean_value": float(book.mean_value),
             }
             meta["selected_iteration"] = best_it
             result.export_max_abs_diff = export_module(module, Path(model_dir), meta)

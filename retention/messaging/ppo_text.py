@@ -27,6 +27,7 @@ from retention.config import Profile
 from retention.fileio import atomic_dir, write_json
 from retention.messaging.base_model import load_base
 from retention.messaging.data import Example, examples
+from retention.messaging.device import bf16_ok, device, to_device
 from retention.messaging.ppo_math import (
     AdaptiveKLController,
     gae,
@@ -88,7 +89,7 @@ def rollout(policy, value_head, tok, rm, items, cfg) -> Rollout:
 
     texts = [tok.apply_chat_template(e.prompt(), tokenize=False, add_generation_prompt=True)
              for e in items]  # fmt: skip
-    batch = tok(texts, return_tensors="pt", padding=True)
+    batch = tok(texts, return_tensors="pt", padding=True).to(policy.device)
     n_prompt = batch["input_ids"].shape[1]
     policy.eval()
     # no_grad, not inference_mode: the ids are inputs of the training forward passes later.
@@ -108,14 +109,14 @@ def rollout(policy, value_head, tok, rm, items, cfg) -> Rollout:
     after_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
     mask = (~after_eos & (completion != tok.pad_token_id)).float()
     attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)
-    messages = [t.strip() for t in tok.batch_decode(completion, skip_special_tokens=True)]
+    messages = [t.strip() for t in tok.batch_decode(completion.cpu(), skip_special_tokens=True)]
     scores = reward_scores(rm, items, messages, cfg.shield_penalty)
     with torch.no_grad():
         logprobs, values = forward(policy, value_head, gen, attention, n_prompt)
         with policy.disable_adapter():
             ref_logprobs, _ = forward(policy, value_head, gen, attention, n_prompt)
     return Rollout(gen, attention, mask, logprobs, ref_logprobs, values,
-                   torch.tensor(scores, dtype=torch.float32), messages)  # fmt: skip
+                   torch.tensor(scores, dtype=torch.float32, device=gen.device), messages)  # fmt: skip
 
 
 def load_policy(profile: Profile, sft_dir: str | Path):
@@ -125,11 +126,11 @@ def load_policy(profile: Profile, sft_dir: str | Path):
 
     base, tok = load_base(profile.writer.model)
     merged = PeftModel.from_pretrained(base, str(_adapter_dir(sft_dir))).merge_and_unload()
-    policy = get_peft_model(merged, lora_config(profile.writer))
+    policy = to_device(get_peft_model(merged, lora_config(profile.writer)))
     value_head = torch.nn.Linear(merged.config.hidden_size, 1)
     torch.nn.init.zeros_(value_head.weight)
     torch.nn.init.zeros_(value_head.bias)
-    return policy, value_head, tok
+    return policy, value_head.to(device()), tok
 
 
 def load_reward_model(profile: Profile, rm_dir: str | Path) -> RewardScorer:
@@ -137,7 +138,7 @@ def load_reward_model(profile: Profile, rm_dir: str | Path) -> RewardScorer:
 
     base, tok = load_base(profile.writer.model, for_sequence_classification=True)
     model = PeftModel.from_pretrained(base, str(_adapter_dir(rm_dir))).merge_and_unload()
-    return RewardScorer(model, tok, profile.writer.rm.max_length)
+    return RewardScorer(to_device(model), tok, profile.writer.rm.max_length)
 
 
 def _adapter_dir(d: str | Path) -> Path:
@@ -165,7 +166,7 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) ->
     ]
     kls = []
     for t, m in zip(texts, ppo_msgs, strict=True):
-        ids = tok(t + m, return_tensors="pt")["input_ids"]
+        ids = tok(t + m, return_tensors="pt")["input_ids"].to(policy.device)
         n_prompt = len(tok(t)["input_ids"])
         if ids.shape[1] <= n_prompt:
             continue
@@ -208,6 +209,7 @@ def train_ppo_text(
     params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon)
+    dev = device()
     pool = examples(cfg.updates * cfg.batch_size, profile.seed + TRAIN_SEED_OFFSET)
     history = []
     t0 = time.perf_counter()
@@ -220,7 +222,7 @@ def train_ppo_text(
         adv = whiten(adv, ro.mask)
         policy.train()
         for _ in range(cfg.epochs):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_ok(cfg.bf16)):
                 logprobs, values = forward(policy, value_head, ro.ids, ro.attention, n_prompt)
             pg, vf, stats = ppo_losses(logprobs.float(), ro.logprobs, adv, values.float(),
                                        ro.values, returns, ro.mask, cfg.clip, cfg.value_clip)  # fmt: skip

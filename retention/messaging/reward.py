@@ -64,9 +64,9 @@ class RewardScorer:
                     truncation=True,
                     max_length=self.max_length,
                     add_special_tokens=False,
-                )
+                ).to(self.model.device)
                 with torch.inference_mode():
-                    out.append(self.model(**batch).logits[:, 0].float().numpy())
+                    out.append(self.model(**batch).logits[:, 0].float().cpu().numpy())
         finally:
             self.tok.padding_side = side
         return np.concatenate(out) if out else np.empty(0)

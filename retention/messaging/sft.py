@@ -17,6 +17,7 @@ from retention.config import Profile, WriterConfig
 from retention.fileio import atomic_dir, write_json
 from retention.messaging.base_model import load_base
 from retention.messaging.data import Example, examples
+from retention.messaging.device import bf16_ok, device
 from retention.messaging.shield import check_message
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
 
@@ -40,16 +41,17 @@ def lora_config(cfg: WriterConfig, task_type: str = "CAUSAL_LM"):
 
 def trainer_kwargs(out: Path, steps: int, batch_size: int, lr: float, max_length: int,
                    bf16: bool, seed: int) -> dict[str, Any]:  # fmt: skip
-    """The settings SFT and RM share: CPU, bf16 autocast, no checkpointing, nothing saved."""
+    """The settings SFT and RM share: bf16 where the hardware has it, no checkpointing, nothing
+    saved; the GPU when there is one."""
     return {
         "output_dir": str(out / "trainer"),
         "max_steps": steps,
         "per_device_train_batch_size": batch_size,
         "learning_rate": lr,
         "max_length": max_length,
-        "bf16": bf16,
+        "bf16": bf16_ok(bf16),
         "gradient_checkpointing": False,
-        "use_cpu": True,
+        "use_cpu": device().type == "cpu",
         "logging_steps": max(1, steps // 10),
         "save_strategy": "no",
         "report_to": "none",
@@ -74,7 +76,7 @@ def generate(model, tok, prompts: list[list[dict[str, str]]], max_new_tokens: in
     out = []
     model.eval()
     for i in range(0, len(texts), 8):
-        batch = tok(texts[i : i + 8], return_tensors="pt", padding=True)
+        batch = tok(texts[i : i + 8], return_tensors="pt", padding=True).to(model.device)
         with torch.inference_mode():
             gen = model.generate(
                 **batch,
@@ -84,7 +86,7 @@ def generate(model, tok, prompts: list[list[dict[str, str]]], max_new_tokens: in
                 eos_token_id=tok.eos_token_id,
             )
         new = gen[:, batch["input_ids"].shape[1] :]
-        out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+        out += [t.strip() for t in tok.batch_decode(new.cpu(), skip_special_tokens=True)]
     return out
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.config import Profile
+from retention.deploy.manifests import render, to_yaml
 from retention.models.outputs import MODEL_DIR
 from retention.store.model_store import ModelStore
 
@@ -18,4 +19,16 @@ def push_models(
     for name, d in trained.items():
         d = Path(d)
         models[name] = d / MODEL_DIR if (d / MODEL_DIR).is_dir() else d
-    return ModelStore(profile.model_store).push(models, metadata=metadata)
+    store = ModelStore(profile.model_store)
+    pointer = store.push(models, metadata=metadata)
+    # The serving manifests of this release, beside it in the store: what `kubectl apply -f`
+    # (or serving.apply) rolls out.
+    docs = render(profile, pointer)
+    key = f"manifests/{pointer['release']}.yaml"
+    store.backend.write_text_atomic(key, to_yaml(docs))
+    pointer["manifests"] = store.backend.uri(key)
+    if profile.serving.apply:
+        from retention.deploy.apply import apply_manifests
+
+        pointer["applied"] = apply_manifests(docs)
+    return pointer

@@ -1,0 +1,20 @@
+from kfp.dsl import Input, Metrics, Model, Output
+
+
+def ppo_text(
+    config_json: str,
+    sft: Input[Model],
+    rm: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """PPO with an adaptive KL penalty on the SFT writer, rewarded by the RM and the shield."""
+    from retention.config import Profile
+    from retention.messaging.ppo_text import train_ppo_text
+
+    result = train_ppo_text(Profile.model_validate_json(config_json), sft.path, rm.path, model.path)
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, float(value))
+    model.metadata["framework"] = "peft-lora"
+    model.metadata["stage"] = "ppo"

@@ -1,0 +1,205 @@
+"""A concurrent mixed load on the contact ledger, and the invariants it must keep.
+
+Shared by the tests (small numbers) and the serving benchmark (5,000 requests): many threads decide
+for a skewed population of customers (a few hot customers get many requests), across several budget
+periods and time zones, with some requests retried under the same request id while the first
+attempt may still be in flight. Afterwards the invariants are checked from the table itself, not
+from what the threads saw: no lost decision, no period over budget, no two contacts of one customer
+inside the cooldown, no customer over the fatigue cap, no contact in quiet hours, every retry
+answered exactly as the first attempt.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from serving.ledger import MICROS, ContactLedger, LedgerDecision, Proposal
+
+ZONES = (None, "UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney")
+HORIZON_DAYS = 90
+
+
+@dataclass(frozen=True)
+class _Request:
+    request_id: str
+    customer_id: str
+    proposal: Proposal
+    now: datetime
+    timezone: str | None
+
+
+def _requests(
+    ledger: ContactLedger, n_requests: int, n_customers: int, seed: int, retry_share: float
+) -> list[_Request]:
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    hot = max(1, n_customers // 40)
+    zone_of = {f"c-{k}": rng.choice(ZONES) for k in range(n_customers)}
+    times = sorted(rng.uniform(0, HORIZON_DAYS * 86400) for _ in range(n_requests))
+    periods = {ledger.period_key(start + timedelta(seconds=t)) for t in times}
+    # Size offers so that demand left after quiet hours, cooldown and fatigue is about twice the
+    # budget: the budget must bind, or "never overspent" would be checked vacuously.
+    per_customer = HORIZON_DAYS / max(ledger.cfg.cooldown_days, 1)
+    allowed = min(n_requests * 0.85 * 0.55, n_customers * min(per_customer, 10) * 0.6)
+    unit = 2 * ledger.cfg.budget_per_period * len(periods) / max(allowed, 1) / 1.7
+    tag = f"{seed}-{rng.getrandbits(32):08x}"
+    out: list[_Request] = []
+    for i, t in enumerate(times):
+        if out and rng.random() < retry_share:
+            # Retry a recent request verbatim: it may be racing its first attempt right now.
+            out.append(out[max(0, len(out) - 1 - rng.randrange(32))])
+            continue
+        k = rng.randrange(hot) if rng.random() < 0.2 else rng.randrange(n_customers)
+        level = rng.randrange(4)
+        proposal = Proposal(
+            contact=rng.random() < 0.85,
+            offer_level=level,
+            offer_cost=round(unit * (0.2 + level) * rng.uniform(0.5, 1.5), 4),
+            followup_days=rng.choice((1, 3, 7, 14, 30)),
+            arm=rng.choice(("treatment", "control")),
+            propensity=rng.uniform(0.05, 1.0),
+            source=rng.choice(("policy", "rules", "bau")),
+        )
+        now = start + timedelta(seconds=t)
+        out.append(_Request(f"r-{tag}-{i}", f"c-{k}", proposal, now, zone_of[f"c-{k}"]))
+    return out
+
+
+def _same_answer(a: LedgerDecision, b: LedgerDecision) -> bool:
+    return replace(a, replay=False, response=None) == replace(b, replay=False, response=None)
+
+
+def run_ledger_load(
+    ledger: ContactLedger,
+    n_requests: int = 5000,
+    n_customers: int = 500,
+    threads: int = 16,
+    seed: int = 0,
+    *,
+    retry_share: float = 0.05,
+) -> dict[str, Any]:
+    """Fire ``n_requests`` decisions from ``threads`` threads, then check the invariants.
+
+    Use a fresh ledger: the checks read every row of its tables. Returns counts, timing and
+    violations; ``ok`` is True when every invariant holds and no request raised.
+    """
+    requests = _requests(ledger, n_requests, n_customers, seed, retry_share)
+    answers: list[list[tuple[_Request, LedgerDecision]]] = [[] for _ in range(threads)]
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[str] = []
+    cursor = iter(range(len(requests)))
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def worker(w: int) -> None:
+        barrier.wait()
+        while True:
+            with lock:  # hand out in time order so simulated time moves forward as it would live
+                i = next(cursor, None)
+            if i is None:
+                return
+            r = requests[i]
+            t0 = time.perf_counter()
+            try:
+                d = ledger.decide(r.request_id, r.customer_id, r.proposal, r.now, r.timezone)
+            except Exception as exc:  # the load reports failures instead of dying on the first
+                with lock:
+                    errors.append(f"{r.request_id}: {type(exc).__name__}: {exc}")
+                continue
+            latencies[w].append(time.perf_counter() - t0)
+            answers[w].append((r, d))
+
+    pool = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(threads)]
+    t0 = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - t0
+
+    by_id: dict[str, list[LedgerDecision]] = defaultdict(list)
+    for chunk in answers:
+        for r, d in chunk:
+            by_id[r.request_id].append(d)
+    replays = sum(d.replay for ds in by_id.values() for d in ds)
+    replay_mismatches = sum(
+        any(not _same_answer(ds[0], d) for d in ds[1:]) for ds in by_id.values()
+    )
+
+    rows = ledger.decisions()
+    stored = {d.request_id: d for d in rows}
+    submitted = {r.request_id: r for r in requests}
+    lost = sorted(set(submitted) - set(stored))
+    answered_wrong = sum(
+        not _same_answer(ds[0], stored[i]) for i, ds in by_id.items() if i in stored
+    )
+
+    cfg = ledger.cfg
+    spend: dict[str, int] = defaultdict(int)
+    per_customer: dict[str, list[LedgerDecision]] = defaultdict(list)
+    blocked: dict[str, int] = defaultdict(int)
+    for d in rows:
+        for reason in d.blocked:
+            blocked[reason] += 1
+        if d.contact:
+            spend[ledger.period_key(d.decided_at)] += round(d.offer_cost * MICROS)
+            per_customer[d.customer_id].append(d)
+    budget = round(cfg.budget_per_period * MICROS)
+    overspent = sorted(p for p, s in spend.items() if s > budget)
+    counter_mismatch = sorted(p for p, s in spend.items() if round(ledger.spent(p) * MICROS) != s)
+    cooldown = timedelta(days=cfg.cooldown_days)
+    cooldown_violations = fatigue_violations = quiet_violations = 0
+    for contacts in per_customer.values():
+        times = sorted(d.decided_at for d in contacts)
+        cooldown_violations += sum(b - a < cooldown for a, b in zip(times, times[1:], strict=False))
+        per_period: dict[str, int] = defaultdict(int)
+        for d in contacts:
+            per_period[ledger.period_key(d.decided_at)] += 1
+            if ledger.in_quiet_hours(d.decided_at, submitted[d.request_id].timezone):
+                quiet_violations += 1
+        fatigue_violations += sum(n > cfg.fatigue_cap for n in per_period.values())
+
+    lat = np.array([x for chunk in latencies for x in chunk] or [0.0]) * 1000
+    checks = {
+        "lost": len(lost),
+        "errors": len(errors),
+        "overspent_periods": len(overspent),
+        "spend_counter_mismatches": len(counter_mismatch),
+        "cooldown_violations": cooldown_violations,
+        "fatigue_violations": fatigue_violations,
+        "quiet_hours_violations": quiet_violations,
+        "replay_mismatches": replay_mismatches + answered_wrong,
+    }
+    return {
+        "ok": not any(checks.values()),
+        **checks,
+        "backend": ledger.dialect,
+        "requests": len(requests),
+        "distinct_request_ids": len(submitted),
+        "customers": n_customers,
+        "threads": threads,
+        "rows": len(rows),
+        "replays": replays,
+        "contacts": sum(d.contact for d in rows),
+        "blocked": dict(sorted(blocked.items())),
+        "budget_bound": blocked.get("budget", 0) > 0,
+        "spend_by_period": {p: s / MICROS for p, s in sorted(spend.items())},
+        "budget_per_period": cfg.budget_per_period,
+        "elapsed_s": round(elapsed, 3),
+        "decisions_per_s": round(len(requests) / elapsed, 1) if elapsed > 0 else None,
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 2),
+            "p95": round(float(np.percentile(lat, 95)), 2),
+            "p99": round(float(np.percentile(lat, 99)), 2),
+        },
+        "error_samples": errors[:5],
+        "lost_samples": lost[:5],
+    }

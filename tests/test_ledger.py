@@ -1,0 +1,442 @@
+"""The contact ledger on SQLite and PostgreSQL: every limit, idempotency, concurrency, durability.
+
+PostgreSQL tests use ``RETENTION_TEST_POSTGRES_URL`` (default: the local server, database
+``test``), each ledger in its own schema, dropped afterwards, so parallel runs never collide. They
+skip when the server is unreachable, except in CI (``CI=true``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from retention.config import LedgerConfig
+from serving.ledger import ContactLedger, LedgerDecision, Proposal
+from serving.ledger_load import run_ledger_load
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get(
+    "RETENTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday noon: outside quiet hours in UTC
+
+
+@functools.cache
+def _postgres_problem() -> str | None:
+    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3}, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        engine.dispose()
+    return None
+
+
+def _require_postgres() -> None:
+    problem = _postgres_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL at {PG_URL} is required in CI: {problem}")
+    pytest.skip(f"PostgreSQL at {PG_URL} not reachable: {problem}")
+
+
+def _drop_schema(schema: str) -> None:
+    engine = sa.create_engine(PG_URL, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    if request.param == "postgresql":
+        _require_postgres()
+    return request.param
+
+
+@pytest.fixture
+def make_ledger(backend, tmp_path):
+    made: list[ContactLedger] = []
+
+    def make(**overrides) -> ContactLedger:
+        sync = overrides.pop("sqlite_synchronous", "FULL")
+        cfg = LedgerConfig(
+            **{"budget_per_period": 1000.0, "cooldown_days": 14, "fatigue_cap": 3, **overrides}
+        )
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path}/ledger-{len(made)}.sqlite"
+            ledger = ContactLedger(url, cfg, sqlite_synchronous=sync)
+        else:
+            ledger = ContactLedger(PG_URL, cfg, schema=f"test_ledger_{uuid.uuid4().hex[:12]}")
+        made.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in made:
+        ledger.close()
+        if ledger.schema:
+            _drop_schema(ledger.schema)
+
+
+def offer(cost: float = 10.0, level: int = 1, contact: bool = True) -> Proposal:
+    return Proposal(contact, level, cost, 7, "treatment", 0.4, "policy")
+
+
+def _same(a: LedgerDecision, b: LedgerDecision) -> bool:
+    return replace(a, replay=False, response=None) == replace(b, replay=False, response=None)
+
+
+# ------------------------------------------------------------------------------------- limits
+
+
+def test_contact_is_recorded_and_charged(make_ledger):
+    ledger = make_ledger()
+    d = ledger.decide("r1", "c1", offer(12.5, level=2), T0, None)
+    assert d.contact and d.blocked == () and not d.replay
+    assert (d.offer_level, d.offer_cost, d.decided_at) == (2, 12.5, T0)
+    assert (d.arm, d.propensity, d.source) == ("treatment", 0.4, "policy")
+    assert ledger.spent(ledger.period_key(T0)) == 12.5
+    assert [c.request_id for c in ledger.contacts("c1")] == ["r1"]
+    assert ledger.get("r1") == replace(d, replay=True)
+
+
+def test_proposal_without_contact_is_recorded_and_free(make_ledger):
+    ledger = make_ledger()
+    d = ledger.decide("r1", "c1", offer(50.0, contact=False), T0, None)
+    assert (d.contact, d.blocked, d.offer_cost, d.offer_level) == (False, (), 0.0, 0)
+    assert ledger.spent(ledger.period_key(T0)) == 0.0
+    assert ledger.get("r1") is not None and ledger.contacts("c1") == []
+
+
+def test_quiet_hours_wrap_midnight_on_the_customers_clock(make_ledger):
+    ledger = make_ledger()
+    zone = "Asia/Kolkata"  # UTC+05:30: quiet 22:00-08:00 local is 16:30-02:30 UTC
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    cases = [
+        (day + timedelta(hours=16, minutes=29), False),  # 21:59 local
+        (day + timedelta(hours=16, minutes=30), True),  # 22:00 local
+        (day + timedelta(hours=19), True),  # 00:30 local, the next day
+        (day + timedelta(hours=26, minutes=29), True),  # 07:59 local
+        (day + timedelta(hours=26, minutes=30), False),  # 08:00 local
+    ]
+    for i, (now, quiet) in enumerate(cases):
+        d = ledger.decide(f"r{i}", f"c{i}", offer(1.0), now, zone)
+        assert d.contact is not quiet, now
+        assert d.blocked == (("quiet_hours",) if quiet else ())
+    # The same instant is mid-afternoon in UTC, and UTC is the configured default zone.
+    assert ledger.decide("r-utc", "c-utc", offer(1.0), cases[1][0], None).contact
+
+
+def test_default_timezone_applies_when_the_request_names_none(make_ledger):
+    ledger = make_ledger(default_timezone="America/New_York")
+    late = datetime(2026, 3, 3, 3, 30, tzinfo=UTC)  # 22:30 in New York (EST)
+    assert ledger.decide("r1", "c1", offer(), late, None).blocked == ("quiet_hours",)
+    assert ledger.decide("r2", "c2", offer(), late, "Asia/Tokyo").contact  # 12:30 in Tokyo
+
+
+def test_bad_timezone_names_the_field_and_records_nothing(make_ledger):
+    ledger = make_ledger()
+    for bad in ("Mars/Olympus_Mons", "../etc/passwd"):
+        with pytest.raises(ValueError, match="timezone"):
+            ledger.decide("r1", "c1", offer(), T0, bad)
+    assert ledger.get("r1") is None
+
+
+def test_naive_time_and_bad_proposal_are_rejected(make_ledger):
+    ledger = make_ledger()
+    with pytest.raises(ValueError, match="now"):
+        ledger.decide("r1", "c1", offer(), T0.replace(tzinfo=None), None)
+    with pytest.raises(ValueError, match=r"proposal\.offer_level"):
+        Proposal(True, 4, 1.0, 7, "treatment", 0.5, "policy")
+    with pytest.raises(ValueError, match=r"proposal\.arm"):
+        Proposal(True, 1, 1.0, 7, "both", 0.5, "policy")
+    with pytest.raises(ValueError, match=r"proposal\.offer_cost"):
+        Proposal(True, 1, float("nan"), 7, "control", 0.5, "rules")
+    with pytest.raises(ValueError, match="request_id"):
+        ledger.decide("", "c1", offer(), T0, None)
+
+
+def test_cooldown_blocks_until_it_has_passed(make_ledger):
+    ledger = make_ledger(cooldown_days=14, fatigue_cap=10)
+    assert ledger.decide("r1", "c1", offer(), T0, None).contact
+    early = ledger.decide("r2", "c1", offer(), T0 + timedelta(days=14, seconds=-1), None)
+    assert (early.contact, early.blocked) == (False, ("cooldown",))
+    before = ledger.decide("r3", "c1", offer(), T0 - timedelta(days=1), None)  # clock behind
+    assert before.blocked == ("cooldown",)
+    assert ledger.decide("r4", "c2", offer(), T0 + timedelta(hours=1), None).contact  # others free
+    assert ledger.decide("r5", "c1", offer(), T0 + timedelta(days=14), None).contact
+
+
+def test_fatigue_cap_counts_contacts_in_the_period(make_ledger):
+    ledger = make_ledger(cooldown_days=0, fatigue_cap=2, period="month")
+    for i in range(2):
+        assert ledger.decide(f"r{i}", "c1", offer(), T0 + timedelta(hours=i), None).contact
+    third = ledger.decide("r2", "c1", offer(), T0 + timedelta(hours=2), None)
+    assert (third.contact, third.blocked) == (False, ("fatigue",))
+    next_month = datetime(2026, 4, 1, 12, tzinfo=UTC)
+    assert ledger.decide("r3", "c1", offer(), next_month, None).contact
+
+
+def test_budget_is_never_overspent_and_resets_each_period(make_ledger):
+    ledger = make_ledger(budget_per_period=100.0, cooldown_days=0, period="week")
+    period = ledger.period_key(T0)
+    assert ledger.decide("r1", "c1", offer(60.0), T0, None).contact
+    over = ledger.decide("r2", "c2", offer(50.0), T0, None)
+    assert (over.contact, over.blocked, over.offer_cost) == (False, ("budget",), 0.0)
+    assert ledger.spent(period) == 60.0
+    assert ledger.decide("r3", "c3", offer(40.0), T0, None).contact  # exactly the budget
+    assert ledger.decide("r4", "c4", offer(0.000001), T0, None).blocked == ("budget",)
+    assert ledger.decide("r5", "c5", offer(0.0, level=0), T0, None).contact  # free contact
+    assert ledger.spent(period) == 100.0
+    assert ledger.decide("r6", "c6", offer(60.0), T0 + timedelta(days=7), None).contact
+
+
+def test_every_limit_that_applies_is_named(make_ledger):
+    ledger = make_ledger(budget_per_period=10.0, fatigue_cap=1, cooldown_days=14)
+    assert ledger.decide("r1", "c1", offer(10.0), T0, None).contact
+    night = T0.replace(hour=23)
+    d = ledger.decide("r2", "c1", offer(5.0), night, None)
+    assert d.blocked == ("quiet_hours", "cooldown", "fatigue", "budget")
+
+
+def test_period_keys(make_ledger):
+    ledger = make_ledger(period="week")
+    assert ledger.period_key(datetime(2027, 1, 1, tzinfo=UTC)) == "2026-W53"  # ISO year
+    # Local New Year's Eve in New York is already January in UTC: periods are UTC.
+    ny = datetime(2027, 1, 1, 2, tzinfo=UTC).astimezone(ZoneInfo("America/New_York"))
+    assert ny.month == 12 and make_ledger(period="month").period_key(ny) == "2027-01"
+    assert make_ledger(period="quarter").period_key(datetime(2026, 11, 5, tzinfo=UTC)) == "2026-Q4"
+
+
+# --------------------------------------------------------------------------------- idempotency
+
+
+def test_retry_returns_the_first_answer_and_spends_once(make_ledger):
+    ledger = make_ledger()
+    first = ledger.decide("r1", "c1", offer(30.0), T0, None)
+    again = ledger.decide("r1", "c1", offer(99.0, level=3), T0 + timedelta(days=20), None)
+    assert again.replay and _same(again, first)
+    assert ledger.spent(ledger.period_key(T0)) == 30.0
+    blocked = ledger.decide("r2", "c1", offer(), T0 + timedelta(days=1), None)
+    assert blocked.blocked == ("cooldown",)
+    # The cooldown has long passed, but the request was already answered: the answer stands.
+    later = ledger.decide("r2", "c1", offer(), T0 + timedelta(days=30), None)
+    assert later.replay and _same(later, blocked)
+    assert len(ledger.decisions()) == 2
+    with pytest.raises(ValueError, match="request_id"):  # never another customer's answer
+        ledger.decide("r1", "c2", offer(), T0, None)
+
+
+def test_complete_keeps_the_first_response(make_ledger):
+    ledger = make_ledger()
+    ledger.decide("r1", "c1", offer(), T0, None)
+    first = {"decision": {"contact": True}, "message": "Hi Sam, ¡hola! ☺"}
+    assert ledger.complete("r1", first) is True
+    assert ledger.complete("r1", {"message": "second"}) is False
+    assert ledger.decide("r1", "c1", offer(), T0, None).response == first
+    with pytest.raises(KeyError, match="r-unknown"):
+        ledger.complete("r-unknown", first)
+    with pytest.raises(ValueError, match="response"):
+        ledger.complete("r1", {"bad": object()})
+
+
+# --------------------------------------------------------------------------------- concurrency
+
+
+def _hammer(n: int, fn) -> tuple[list, list]:
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+    errors: list = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def test_200_concurrent_requests_for_one_customer_make_one_contact(make_ledger):
+    ledger = make_ledger(cooldown_days=14, fatigue_cap=3)
+    results, errors = _hammer(200, lambda i: ledger.decide(f"r{i}", "hot", offer(1.0), T0, None))
+    assert errors == []
+    assert sum(d.contact for d in results) == 1
+    assert all(d.blocked == ("cooldown",) for d in results if not d.contact)
+    assert len(ledger.decisions("hot")) == 200 and len(ledger.contacts("hot")) == 1
+    assert ledger.spent(ledger.period_key(T0)) == 1.0
+
+
+def test_concurrent_retries_of_one_request_id_decide_once(make_ledger):
+    ledger = make_ledger()
+    results, errors = _hammer(50, lambda i: ledger.decide("r-dup", "c1", offer(7.0), T0, None))
+    assert errors == []
+    assert sum(not d.replay for d in results) == 1
+    assert all(_same(d, results[0]) for d in results)
+    assert len(ledger.decisions()) == 1 and ledger.spent(ledger.period_key(T0)) == 7.0
+
+
+_WORKER = """
+import sys, time
+from datetime import datetime
+from pathlib import Path
+from retention.config import LedgerConfig
+from serving.ledger import ContactLedger, Proposal
+url, schema, sync_dir, name, t0 = sys.argv[1:6]
+led = ContactLedger(url, LedgerConfig(), **({"schema": schema} if schema else {}))
+Path(sync_dir, name).touch()
+while len(list(Path(sync_dir).iterdir())) < 4:  # start together: the race is the point
+    time.sleep(0.005)
+p = Proposal(True, 1, 1.0, 7, "treatment", 0.5, "policy")
+print(sum(led.decide(f"{name}-{i}", "hot", p, datetime.fromisoformat(t0), None).contact
+          for i in range(40)))
+"""
+
+
+def test_processes_sharing_one_database_make_one_contact(make_ledger, tmp_path):
+    # Threads of one process queue on an in-process lock for SQLite; other processes (several
+    # transformer workers on one file) rely on BEGIN IMMEDIATE and the busy timeout alone.
+    ledger = make_ledger()
+    url = ledger.url.render_as_string(hide_password=False)
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, url, ledger.schema or "", str(sync), f"p{k}"]
+            + [T0.isoformat()],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(4)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert sum(int(out) for out, _ in outs) == 1
+    assert len(ledger.decisions("hot")) == 160 and len(ledger.contacts("hot")) == 1
+
+
+def test_mixed_concurrent_load_keeps_every_invariant(make_ledger):
+    # NORMAL sync only shortens the test: durability does not change how writers are ordered.
+    # Short cooldown, low cap: every limit binds somewhere, so no invariant is checked vacuously.
+    ledger = make_ledger(
+        budget_per_period=500.0, cooldown_days=2, fatigue_cap=2, sqlite_synchronous="NORMAL"
+    )
+    result = run_ledger_load(ledger, n_requests=1600, n_customers=200, threads=16, seed=7)
+    assert result["ok"], result
+    assert result["errors"] == 0 and result["lost"] == 0
+    assert result["rows"] == result["distinct_request_ids"] and result["replays"] > 0
+    assert set(result["blocked"]) == {"budget", "cooldown", "fatigue", "quiet_hours"}
+    assert all(s <= 500.0 for s in result["spend_by_period"].values())
+
+
+# ------------------------------------------------------------------------- durability, export
+
+
+def test_decision_survives_a_crash_right_after_it_is_returned(make_ledger, backend, tmp_path):
+    ledger = make_ledger()
+    if backend == "sqlite":
+        url = ledger.url.render_as_string(hide_password=False)
+        schema = "None"
+    else:
+        url, schema = PG_URL, repr(ledger.schema)
+    script = (
+        "import os, sys\n"
+        "from datetime import datetime, UTC\n"
+        "from retention.config import LedgerConfig\n"
+        "from serving.ledger import ContactLedger, Proposal\n"
+        f"kw = {{'schema': {schema}}} if {schema} else {{}}\n"
+        f"led = ContactLedger({url!r}, LedgerConfig(), **kw)\n"
+        "p = Proposal(True, 1, 3.0, 7, 'control', 0.5, 'rules')\n"
+        f"d = led.decide('r-crash', 'c9', p, datetime.fromisoformat({T0.isoformat()!r}), None)\n"
+        "print(d.contact, flush=True)\n"
+        "os._exit(0)  # no close, no cleanup: as if the process died\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.strip() == "True", proc.stderr[-2000:]
+    stored = ledger.get("r-crash")
+    assert stored is not None and stored.contact and stored.offer_cost == 3.0
+    assert ledger.spent(ledger.period_key(T0)) == 3.0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_export_holds_every_decision_with_arm_and_propensity(make_ledger, tmp_path, suffix):
+    ledger = make_ledger(budget_per_period=15.0)
+    ledger.decide("r1", "c1", offer(10.0, level=2), T0, None)
+    ledger.decide("r2", "c2", Proposal(True, 3, 9.0, 14, "control", 0.25, "rules"), T0, None)
+    ledger.decide("r3", "c3", offer(contact=False), T0 + timedelta(hours=1), None)
+    ledger.complete("r1", {"message": "hi"})
+    out = ledger.export_decisions(tmp_path / f"decisions{suffix}")
+    df = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out, keep_default_na=False)
+    assert list(df["request_id"]) == ["r1", "r2", "r3"]
+    assert list(df["arm"]) == ["treatment", "control", "treatment"]
+    assert list(df["propensity"]) == [0.4, 0.25, 0.4]
+    assert [bool(x) for x in df["contact"]] == [True, False, False]
+    assert [bool(x) for x in df["proposed_contact"]] == [True, True, False]
+    assert list(df["proposed_offer_level"]) == [2, 3, 1]
+    assert list(df["offer_cost"]) == [10.0, 0.0, 0.0]
+    assert list(df["proposed_offer_cost"]) == [10.0, 9.0, 10.0]
+    assert list(df["blocked"]) == ["", "budget", ""]
+    assert [bool(x) for x in df["completed"]] == [True, False, False]
+    assert list(df["source"]) == ["policy", "rules", "policy"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".decisions")] == []
+
+
+def test_export_of_an_empty_ledger_has_the_header(make_ledger, tmp_path):
+    out = make_ledger().export_decisions(tmp_path / "empty.csv")
+    assert out.read_text().splitlines()[0].startswith("request_id,customer_id,period")
+
+
+# ------------------------------------------------------------------------------- configuration
+
+
+def test_bad_urls_name_the_field(tmp_path):
+    cfg = LedgerConfig()
+    for url in ("not a url", "mysql://u@h/db", "sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(ValueError, match=r"serving\.ledger\.url"):
+            ContactLedger(url, cfg)
+    with pytest.raises(ValueError, match=r"serving\.ledger\.url"):
+        ContactLedger(f"sqlite:///{tmp_path}/missing/dir/ledger.sqlite", cfg)
+
+
+def test_for_store_uses_a_sqlite_file_in_a_local_store(tmp_path):
+    with ContactLedger.for_store(tmp_path / "store", LedgerConfig()) as ledger:
+        assert ledger.dialect == "sqlite"
+        ledger.decide("r1", "c1", offer(), T0, None)
+    assert (tmp_path / "store" / "ledger.sqlite").is_file()
+    with pytest.raises(ValueError, match=r"serving\.ledger\.url"):
+        ContactLedger.for_store("gs://bucket/models", LedgerConfig())
+    explicit = f"sqlite:///{tmp_path}/explicit.sqlite"
+    with ContactLedger.for_store("gs://bucket/models", LedgerConfig(url=explicit)) as ledger:
+        assert ledger.url.database == f"{tmp_path}/explicit.sqlite"
+
+
+def test_unreachable_postgres_names_the_field():
+    from serving.ledger import LedgerUnavailableError
+
+    with pytest.raises(LedgerUnavailableError, match=r"serving\.ledger\.url"):
+        ContactLedger("postgresql://nobody@127.0.0.1:1/none", LedgerConfig())
