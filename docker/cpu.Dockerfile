@@ -1,5 +1,6 @@
-# CPU image for the tabular, decision and serving steps (pipeline.base_image in the gcp profile).
-# Build from the repository root: docker build -f docker/cpu.Dockerfile -t IMAGE .
+# CPU image: the tabular, decision, gates and push steps of the pipeline (pipeline.base_image in the
+# gcp profile). Build from the repository root (the .dockerignore there keeps the context small):
+#   docker build -f docker/cpu.Dockerfile -t REGISTRY/cpu:TAG .      (or `make images`)
 FROM python:3.11.7-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -12,16 +13,19 @@ COPY pipelines ./pipelines
 COPY serving ./serving
 COPY retention_cli ./retention_cli
 COPY configs ./configs
-# torch first from the CPU index so nothing later pulls the CUDA build.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+ARG TORCH_VERSION=2.13.0
+# torch first from the CPU index so nothing later pulls the CUDA build; the rest pinned by constraints.
+RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu \
  && pip install -c constraints.txt '.[pipeline,tabular,decision]'
 
 FROM python:3.11.7-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+# libgomp1: OpenMP runtime of xgboost and lightgbm.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --create-home --uid 10001 retention
+ && useradd --create-home --uid 10001 retention \
+ && install -d -o 10001 -g 10001 /opt/retention
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /src/configs /opt/retention/configs
 USER 10001

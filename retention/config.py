@@ -313,6 +313,11 @@ class SftConfig(Strict):
     learning_rate: float = Field(default=2e-4, gt=0)
     max_length: int = Field(default=160, ge=32)
     max_new_tokens: int = Field(default=60, ge=1)
+    evaluate: bool = Field(
+        default=True,
+        description="Generate for the held-out prompts after training; ppo-text does it again "
+        "(the SFT writer is its reference), so a short profile can skip it here.",
+    )
     bf16: bool = Field(
         default=True, description="bf16 autocast where the hardware has native bf16 (see device)."
     )
@@ -479,6 +484,11 @@ class ServingConfig(Strict):
     image: str = "retention/serving:latest"
     writer_image: str = "retention/gpu:latest"
     apply: bool = Field(default=False, description="Apply the rendered manifests on push.")
+    service_account: str | None = Field(
+        default=None,
+        description="Kubernetes service account of every InferenceService (Workload Identity "
+        "maps it to a Google one that can read the model bucket).",
+    )
     ledger_secret: str = Field(
         default="retention-ledger", description="Secret whose key `url` is the ledger's URL."
     )

@@ -36,3 +36,10 @@ def test_checker_sees_lazy_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from kfp import dsl\n    import serving.x\n")
     assert _imports(f) >= {"kfp", "serving"}
+
+
+def test_serving_and_pipelines_stay_apart():
+    for p in (ROOT / "serving").rglob("*.py"):
+        assert not _imports(p) & {"kfp", "components", "pipelines", "retention_cli"}, p
+    for p in (ROOT / "pipelines").rglob("*.py"):
+        assert not _imports(p) & {"serving", "kserve"}, p

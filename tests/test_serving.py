@@ -277,6 +277,18 @@ def test_manifests_follow_the_inference_service_schema(profile):
         pred = d["spec"]["predictor"]
         assert pred["minReplicas"] >= 0 and pred["maxReplicas"] >= 1 and pred["scaleMetric"]
         assert pred["containers"][0]["readinessProbe"]["httpGet"]["path"].startswith("/v1/models")
+    by_name = {d["metadata"]["name"]: d["spec"]["predictor"] for d in docs}
+    writer = by_name["writer"]
+    assert writer["nodeSelector"] == gcp.pipeline.gpu_pool.node_selector
+    assert writer["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert writer["containers"][0]["image"] == gcp.serving.writer_image
+    assert {p["serviceAccountName"] for p in by_name.values()} == {"retention-serving"}
+    assert "nvidia.com/gpu" not in by_name["risk"]["containers"][0]["resources"]["limits"]
+    urls = json.loads(
+        next(e["value"] for e in by_name["retention"]["containers"][0]["env"]
+             if e["name"] == "RETENTION_PREDICTOR_URLS")
+    )  # fmt: skip
+    assert urls["risk"] == "http://risk-predictor.retention.svc.cluster.local"
     env = {e["name"]: e for e in docs[0]["spec"]["predictor"]["containers"][0]["env"]}
     assert env["STORAGE_URI"]["value"] == "gs://b/risk/20261123-1"
     broken = json.loads(json.dumps(docs[0]))

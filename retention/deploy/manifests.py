@@ -80,6 +80,8 @@ def _service(
         "scaleTarget": d.scale_target,
         "containers": [container],
     }
+    if cfg.service_account:
+        predictor["serviceAccountName"] = cfg.service_account
     if d.canary_traffic_percent is not None:
         predictor["canaryTrafficPercent"] = d.canary_traffic_percent
     pool = profile.pipeline.gpu_pool if gpu_pool else profile.pipeline.cpu_pool

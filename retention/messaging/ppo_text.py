@@ -189,6 +189,7 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) ->
         "win_rate_checklist": float(np.mean(wins)),
         "mean_kl_to_reference": float(np.mean(kls)) if kls else 0.0,
         "violation_rate_before_shield": float(1 - passed_before.mean()),
+        "sft_violation_rate_before_shield": float(np.mean([not b.passed for _, b in checks])),
         "violation_rate_after_shield": float(1 - passed_after.mean()),
         "ppo_rm_score": float(ppo_rm.mean()),
         "sft_rm_score": float(sft_rm.mean()),

@@ -1,0 +1,37 @@
+# Serving image: the KServe model servers risk, accept, policy, phase-health and the orchestrating
+# transformer retention (serving.image in the gcp profile). The writer predictor runs in the GPU
+# image. Each InferenceService overrides the arguments, e.g. ["serve-model", "risk", "--profile", "gcp"].
+# Build from the repository root:  docker build -f docker/serving.Dockerfile -t REGISTRY/serving:TAG .
+FROM python:3.11.7-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY pyproject.toml constraints.txt README.md ./
+COPY retention ./retention
+COPY components ./components
+COPY pipelines ./pipelines
+COPY serving ./serving
+COPY retention_cli ./retention_cli
+COPY configs ./configs
+ARG TORCH_VERSION=2.13.0
+# torch (CPU) runs the TorchScript contact policy; google-cloud-storage reads the gs:// model store.
+RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu \
+ && pip install -c constraints.txt '.[serving,tabular]'
+
+FROM python:3.11.7-slim-bookworm
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+# libgomp1: OpenMP runtime of xgboost and lightgbm.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 retention \
+ && install -d -o 10001 -g 10001 /opt/retention
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /src/configs /opt/retention/configs
+USER 10001
+WORKDIR /opt/retention
+# KServe's HTTP (8080) and gRPC (8081) ports.
+EXPOSE 8080 8081
+ENTRYPOINT ["retention"]
+CMD ["serve-model", "retention", "--profile", "gcp"]
