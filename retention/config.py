@@ -303,6 +303,22 @@ class LoraSettings(Strict):
     )
 
 
+class PublicSft(Strict):
+    """OASST1 messages (JSONL or parquet, local or gs://) mixed into SFT."""
+
+    uri: str
+    lang: str | None = "en"
+    limit: int = Field(default=2000, ge=1)
+
+
+class PublicPairs(Strict):
+    """Public preference pairs mixed into the reward model's training."""
+
+    format: Literal["hh-rlhf", "shp-2"]
+    uri: str
+    limit: int = Field(default=2000, ge=1)
+
+
 class SftConfig(Strict):
     """LoRA supervised fine-tuning on (facts, decision) -> message examples."""
 
@@ -313,6 +329,17 @@ class SftConfig(Strict):
     learning_rate: float = Field(default=2e-4, gt=0)
     max_length: int = Field(default=160, ge=32)
     max_new_tokens: int = Field(default=60, ge=1)
+    flawed_share: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share of demonstrations that break one rule, as historic messages do.",
+    )
+    flaws: list[str] = Field(
+        default_factory=lambda: ["missing_name"],
+        description="The rules flawed demonstrations break (messages.data.corrupt kinds).",
+    )
+    public: PublicSft | None = Field(default=None, description="OASST1 rows to add (gcp).")
     evaluate: bool = Field(
         default=True,
         description="Generate for the held-out prompts after training; ppo-text does it again "
@@ -328,6 +355,9 @@ class RmConfig(Strict):
     """Bradley-Terry reward model: LoRA on a 1-logit sequence classifier (trl RewardTrainer)."""
 
     pairs: int = Field(default=400, ge=8)
+    public: list[PublicPairs] = Field(
+        default_factory=list, description="HH-RLHF / SHP-2 pairs to add (gcp)."
+    )
     eval_pairs: int = Field(default=100, ge=4)
     steps: int = Field(default=60, ge=1)
     batch_size: int = Field(default=4, ge=1)

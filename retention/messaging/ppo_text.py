@@ -185,7 +185,8 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) ->
         [check_message(m, e.facts, e.offer_level).passed for m, e in zip(sent, items, strict=True)]
     )
     return {
-        "win_rate_rm": float(np.mean(ppo_rm > sft_rm)),
+        # Ties (the same message) count half, for both judges.
+        "win_rate_rm": float(np.mean((ppo_rm > sft_rm) + 0.5 * (ppo_rm == sft_rm))),
         "win_rate_checklist": float(np.mean(wins)),
         "mean_kl_to_reference": float(np.mean(kls)) if kls else 0.0,
         "violation_rate_before_shield": float(1 - passed_before.mean()),

@@ -19,6 +19,7 @@ from retention.config import Profile
 from retention.fileio import atomic_dir, write_json
 from retention.messaging.base_model import load_base
 from retention.messaging.data import preference_pairs
+from retention.messaging.public_data import public_pairs
 from retention.messaging.sft import lora_config, trainer_kwargs
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
 
@@ -104,7 +105,12 @@ def train_rm(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
     trainer = RewardTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(rm_rows(preference_pairs(cfg.rm.pairs, profile.seed))),
+        train_dataset=Dataset.from_list(
+            rm_rows(
+                preference_pairs(cfg.rm.pairs, profile.seed)
+                + public_pairs(cfg.rm.public, out / "public")
+            )
+        ),
         processing_class=tok,
         peft_config=lora_config(cfg, task_type="SEQ_CLS"),
     )

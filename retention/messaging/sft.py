@@ -18,6 +18,7 @@ from retention.fileio import atomic_dir, write_json
 from retention.messaging.base_model import load_base
 from retention.messaging.data import Example, examples
 from retention.messaging.device import bf16_ok, device
+from retention.messaging.public_data import public_sft_rows
 from retention.messaging.shield import check_message
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
 
@@ -122,7 +123,7 @@ def train_sft(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
 
     cfg = profile.writer
     model, tok = load_base(cfg.model)
-    train = examples(cfg.sft.examples, profile.seed)
+    train = examples(cfg.sft.examples, profile.seed, cfg.sft.flawed_share, tuple(cfg.sft.flaws))
     out = Path(out_dir)
     s = cfg.sft
     args = SFTConfig(
@@ -134,7 +135,9 @@ def train_sft(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(sft_rows(train)),
+        train_dataset=Dataset.from_list(
+            sft_rows(train) + public_sft_rows(cfg.sft.public, out / "public")
+        ),
         processing_class=tok,
         peft_config=lora_config(cfg),
     )
