@@ -52,9 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="local")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="bench-results/writer.json")
+    ap.add_argument(
+        "--model-dir", help="time generation only, of this trained writer (no training)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     profile = load_profile(args.profile, overrides=args.set)
+    if args.model_dir:
+        speed = generation_speed(Path(args.model_dir), profile)
+        write_json(Path(args.out), {"profile": profile.name, "model_dir": args.model_dir,
+                                    "generation": speed})  # fmt: skip
+        print(f"writer: {speed['tokens_per_s']} tokens/s, one message in "
+              f"{speed['latency_s_median']} s")  # fmt: skip
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-writer-") as tmp:
         d = Path(tmp)
         steps = {}

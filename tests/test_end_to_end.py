@@ -46,6 +46,9 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
+# A second full tiny run (~3 min on 2 cores): in make test-all. The default suite still checks
+# that push sits under the gate's dsl.If (test_pipeline) and that a failing gate fails (gates).
+@pytest.mark.slow
 def test_failed_gate_pushes_nothing_and_keeps_production(tiny_run):
     tmp, _ = tiny_run
     before = (tmp / "model-store" / "production").read_text()
