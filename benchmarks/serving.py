@@ -71,20 +71,24 @@ def serve_bare(port: int) -> None:
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
+    # Logs go to a file: an unread pipe fills up and blocks the server mid-benchmark.
+    log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(
         [sys.executable, *args],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    return proc
 
 
 def _wait(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+            tail = Path(proc.log_path).read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"server exited ({proc.returncode}): {tail}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback http
                 if r.status == 200:

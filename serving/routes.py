@@ -22,7 +22,10 @@ def add_routes(app: FastAPI, t: RetentionTransformer) -> None:
             req = parse_request(body)
         except InvalidInput as err:
             return JSONResponse({"error": str(err)}, status_code=400)
-        return await t.retain(req)
+        try:
+            return await t.retain(req)
+        except InvalidInput as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
 
     @app.get("/healthz")
     async def healthz():

@@ -197,6 +197,8 @@ class RetentionTransformer(Model):
         # Without a request id a retry cannot be recognised: each call is a new decision.
         request_id = req.request_id or f"auto-{uuid.uuid4().hex}"
         recorded = await asyncio.to_thread(self.ledger.get, request_id)
+        if recorded is not None and recorded.customer_id != facts.customer_id:
+            raise InvalidInput(f"request_id: {request_id!r} was already used for another customer")
         if recorded is not None and recorded.response is not None:
             return recorded.response  # an idempotent retry: the first answer, nothing re-decided
         features = {**facts.extras(), "tenure": facts.tenure, "plan": facts.plan}

@@ -198,6 +198,10 @@ def test_a_retry_returns_the_first_answer_and_spends_once(profile, tmp_path):
     assert first[0].json() == second[0].json()
     assert first[0].json()["decision"]["contact"] is True
     assert len(t.ledger.contacts("c-17")) == 1
+    # The same id for another customer is a client error, never someone else's answer.
+    other = {**body, "customer_facts": {**FACTS, "customer_id": "c-99"}}
+    (r,) = _post_all(app, [other])
+    assert r.status_code == 400 and "already used for another customer" in r.text
 
 
 def test_200_concurrent_requests_for_one_customer_make_one_contact(profile, tmp_path):
