@@ -22,6 +22,8 @@ def test_failed_gate_says_which_metric_and_by_how_much():
             phase_health=ModelGates(),
             ltv=ModelGates(),
             decision=ModelGates(),
+            rm=ModelGates(),
+            writer=ModelGates(),
         ),
         {"risk": {"test_auc": 0.75, "test_ece": 0.01}},
     )
