@@ -228,14 +228,20 @@ def main(argv: list[str] | None = None) -> int:
             base = f"http://127.0.0.1:{pred_port}"
             urls = json.dumps({n: base for n in PREDICTORS})
             budget = 250.0
-            procs.append(_start(["-m", "retention_cli.main", "serve-model", "retention", *common,
-                                 "--set", f"serving.predictor_urls={urls}",
-                                 "--set", "serving.use_writer=false",
-                                 "--set", f"serving.ledger.url={ledger_url}",
-                                 "--set", f"serving.ledger.budget_per_period={budget}",
-                                 "--set", "serving.predictor_timeout_ms=2000",
-                                 "--host", "127.0.0.1", "--port", str(tr_port)]))  # fmt: skip
-            _wait(f"http://127.0.0.1:{tr_port}/v1/models/retention", procs[-1])
+
+            def start_transformer(ledger: str) -> subprocess.Popen:
+                """The transformer on ``tr_port``: template messages, its own ledger."""
+                proc = _start(["-m", "retention_cli.main", "serve-model", "retention", *common,
+                               "--set", f"serving.predictor_urls={urls}",
+                               "--set", "serving.use_writer=false",
+                               "--set", f"serving.ledger.url={ledger}",
+                               "--set", f"serving.ledger.budget_per_period={budget}",
+                               "--set", "serving.predictor_timeout_ms=2000",
+                               "--host", "127.0.0.1", "--port", str(tr_port)])  # fmt: skip
+                _wait(f"http://127.0.0.1:{tr_port}/v1/models/retention", proc)
+                return proc
+
+            procs.append(start_transformer(ledger_url))
 
             bare_body = {"instances": [{"customer_id": "c-1", **FACTS}]}
             bare = asyncio.run(load(f"http://127.0.0.1:{bare_port}/v1/models/bare:predict",
@@ -274,14 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             mixed_url = f"sqlite:///{Path(tmp) / 'mixed.db'}"
             procs[-1].terminate()
             procs[-1].wait(timeout=30)
-            procs.append(_start(["-m", "retention_cli.main", "serve-model", "retention", *common,
-                                 "--set", f"serving.predictor_urls={urls}",
-                                 "--set", "serving.use_writer=false",
-                                 "--set", f"serving.ledger.url={mixed_url}",
-                                 "--set", f"serving.ledger.budget_per_period={budget}",
-                                 "--set", "serving.predictor_timeout_ms=2000",
-                                 "--host", "127.0.0.1", "--port", str(tr_port)]))  # fmt: skip
-            _wait(f"http://127.0.0.1:{tr_port}/v1/models/retention", procs[-1])
+            procs.append(start_transformer(mixed_url))
             mixed = asyncio.run(load(f"http://127.0.0.1:{tr_port}/retain",
                                      _mixed_bodies(args.mixed, 400, 2), args.concurrency,
                                      600))  # fmt: skip

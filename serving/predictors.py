@@ -23,15 +23,6 @@ from kserve.errors import InvalidInput
 
 from serving.protocol import respond, rows_from
 
-# Predictor name -> model name in the store.
-STORE_NAMES = {
-    "risk": "risk",
-    "accept": "accept",
-    "policy": "decision",
-    "writer": "writer",
-    "phase-health": "phase_health",
-}
-
 
 def _frame(rows: list[dict[str, Any]], features: list[str]) -> tuple[pd.DataFrame, list[str]]:
     df = pd.DataFrame.from_records(rows)

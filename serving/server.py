@@ -21,10 +21,11 @@ from pathlib import Path
 import uvicorn
 
 from retention.config import PREDICTORS, Profile
+from retention.deploy.manifests import STORE_NAMES
 from retention.fileio import read_json
 from retention.store.model_store import ModelStore
 from serving.app import create_app
-from serving.predictors import PREDICTOR_CLASSES, STORE_NAMES
+from serving.predictors import PREDICTOR_CLASSES
 
 log = logging.getLogger(__name__)
 

@@ -131,7 +131,7 @@ def test_bf16_only_where_the_hardware_has_it(monkeypatch):
     from retention.messaging import device
 
     monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    assert device.bf16_ok(True) is False  # emulated bf16 on AVX2 was ~15x slower
+    assert device.bf16_ok(True) is False  # emulated bf16 on AVX2 was ~18x slower
     monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     assert device.bf16_ok(True) is True
     assert device.bf16_ok(False) is False

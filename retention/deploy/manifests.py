@@ -20,6 +20,7 @@ import yaml
 from retention.config import PREDICTORS, Deployment, Profile
 
 API_VERSION = "serving.kserve.io/v1beta1"
+# Predictor name -> model name in the store (serving resolves models with it too).
 STORE_NAMES = {
     "risk": "risk",
     "accept": "accept",
