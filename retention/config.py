@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from retention import catalogue
+from retention.contract import ContactContract
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -146,21 +156,18 @@ class LtvConfig(Strict):
 
 
 class RetentionEnvConfig(Strict):
-    """Every assumption of the simulated retention period, by name (see ``retention.decision.env``)."""
+    """Every assumption of the simulated retention period, by name (see ``retention.decision.env``).
 
-    period_days: int = Field(default=90, ge=7, description="One budget period; an episode.")
+    The business rules it simulates (offer levels and their cost, cooldown, fatigue cap, the
+    period's length, the cost of a contact) are the profile's ``contract``, not fields here.
+    """
+
     customers_per_episode: int = Field(default=50, ge=1, description="The portfolio per episode.")
     budget_share: float = Field(
         default=0.01,
         gt=0,
         description="Period budget as a share of the portfolio's 12-month value.",
     )
-    contact_cost: float = Field(default=0.2, ge=0, description="Cost of one contact, in currency.")
-    offer_discounts: list[float] = Field(
-        default_factory=lambda: [0.0, 0.05, 0.10, 0.15],
-        description="Discount of offer levels 0-3 (level 0 is a contact without a discount).",
-    )
-    offer_months: int = Field(default=3, ge=1, description="Months the discount is paid for.")
     hazard_reduction: list[float] = Field(
         default_factory=lambda: [0.10, 0.25, 0.40, 0.50],
         description="Relative cut of the churn hazard while an accepted offer of each level runs.",
@@ -174,8 +181,6 @@ class RetentionEnvConfig(Strict):
         ge=0,
         description="Std. dev. of the log churn hazard's random walk per 30 days.",
     )
-    cooldown_days: int = Field(default=14, ge=0, description="No contact sooner after the last.")
-    fatigue_cap: int = Field(default=3, ge=1, description="Most contacts per customer per period.")
     followup_days: list[int] = Field(
         default_factory=lambda: [1, 3, 7, 14, 21, 30, 45, 60],
         description="The 8 choices of days until the next decision.",
@@ -197,11 +202,11 @@ class RetentionEnvConfig(Strict):
 
     @model_validator(mode="after")
     def _shapes(self) -> RetentionEnvConfig:
-        for key, n in (("offer_discounts", 4), ("hazard_reduction", 4), ("followup_days", 8)):
+        for key, n in (("hazard_reduction", 4), ("followup_days", 8)):
             if len(getattr(self, key)) != n:
                 raise ValueError(f"{key} needs exactly {n} values")
-        if any(not 0 <= x < 1 for x in self.hazard_reduction + self.offer_discounts):
-            raise ValueError("offer_discounts and hazard_reduction must lie in [0, 1)")
+        if any(not 0 <= x < 1 for x in self.hazard_reduction):
+            raise ValueError("hazard_reduction must lie in [0, 1)")
         if any(d < 1 for d in self.followup_days):
             raise ValueError("followup_days must be >= 1")
         return self
@@ -393,74 +398,22 @@ class WriterConfig(Strict):
     ppo: PpoTextConfig = Field(default_factory=PpoTextConfig)
 
 
-class GatesConfig(Strict):
-    """Exit criteria per model; defaults are the seed project's."""
-
-    risk: ModelGates = Field(
-        default_factory=lambda: ModelGates(min={"auc": 0.78}, max={"ece": 0.05})
-    )
-    accept: ModelGates = Field(
-        default_factory=lambda: ModelGates(
-            min={"auc": 0.70}, max={"ece": 0.05, "monotone_violations": 0}
-        )
-    )
-
-    phase_health: ModelGates = Field(
-        default_factory=lambda: ModelGates(min={"auc": 0.70, "min_phase_auc": 0.65})
-    )
-
-    ltv: ModelGates = Field(
-        default_factory=lambda: ModelGates(
-            min={"top10_capture": 0.25}, max={"abs_revenue_error": 0.3}
-        )
-    )
-
-    decision: ModelGates = Field(
-        default_factory=lambda: ModelGates(
-            min={"uplift_vs_best_baseline": 0.0},
-            max={
-                "budget_overshoot": 0.01,
-                "fatigue_violations": 0,
-                "cooldown_violations": 0,
-                # The shield refuses contacts that would break a limit; this bounds how often
-                # it had to, i.e. how well PPO learned the limits itself.
-                "blocked_rate": 0.05,
-            },
-        )
-    )
-
-    rm: ModelGates = Field(default_factory=lambda: ModelGates(min={"accuracy": 0.95}))
-
-    writer: ModelGates = Field(
-        default_factory=lambda: ModelGates(
-            min={"win_rate_rm": 0.60, "win_rate_checklist": 0.55, "distinct_2": 0.30},
-            max={"violation_rate_after_shield": 0.0, "mean_kl_to_reference": 20.0},
-        )
-    )
-
-    def items(self) -> list[tuple[str, ModelGates]]:
-        return [(name, getattr(self, name)) for name in type(self).model_fields]
+def default_gates() -> dict[str, ModelGates]:
+    """Each gated model's bounds from its catalogue spec."""
+    return {
+        s.name: ModelGates(min=dict(s.gates_min), max=dict(s.gates_max)) for s in catalogue.gated()
+    }
 
 
 # ------------------------------------------------------------------------------------------- serving
 
-PREDICTORS = ("risk", "accept", "policy", "writer", "phase-health")
-
-
 class LedgerConfig(Strict):
-    """The contact ledger's hard limits, enforced in one transaction with each decision."""
+    """Where the contact ledger lives; the limits it enforces are the profile's ``contract``."""
 
     url: str | None = Field(
         default=None,
         description="SQLAlchemy URL (postgresql+psycopg://...); none: SQLite beside the model store.",
     )
-    budget_per_period: float = Field(default=5000.0, gt=0, description="Offer spend per period.")
-    period: Literal["week", "month", "quarter"] = "month"
-    fatigue_cap: int = Field(default=3, ge=1, description="Most contacts per customer per period.")
-    cooldown_days: int = Field(default=14, ge=0, description="No contact sooner after the last.")
-    quiet_start_hour: int = Field(default=22, ge=0, le=23)
-    quiet_end_hour: int = Field(default=8, ge=0, le=23)
-    default_timezone: str = Field(default="UTC", description="When a request names none.")
 
 
 class ExperimentConfig(Strict):
@@ -484,15 +437,26 @@ class Deployment(Strict):
     canary_traffic_percent: int | None = Field(default=None, ge=0, le=100)
 
 
-def _default_deployments() -> dict[str, Deployment]:
-    return {
-        "risk": Deployment(),
-        "accept": Deployment(),
-        "policy": Deployment(),
-        "phase-health": Deployment(max_replicas=2),
-        "writer": Deployment(cpu="4", memory="8Gi", max_replicas=2, scale_target=4),
-        "retention": Deployment(max_replicas=5, scale_target=32),
-    }
+def default_deployments() -> dict[str, Deployment]:
+    """Every predictor's and the orchestrator's footprint from the catalogue."""
+    out = {s.service: Deployment(**s.deployment) for s in catalogue.served() if s.service}
+    out[catalogue.ORCHESTRATOR] = Deployment(**catalogue.ORCHESTRATOR_DEPLOYMENT)
+    return out
+
+
+def _merge_defaults(defaults: dict[str, Any], given: Any) -> Any:
+    """A profile's entry for a name replaces that name's default; other defaults stay."""
+    if not isinstance(given, dict):
+        return given
+    return {**defaults, **given}
+
+
+def _unknown(section: str, keys: Any, known: tuple[str, ...]) -> None:
+    bad = [k for k in keys if k not in known]
+    if bad:
+        raise ValueError(
+            f"{section}: unknown name(s) {', '.join(map(repr, bad))} (known: {', '.join(known)})"
+        )
 
 
 class ServingConfig(Strict):
@@ -522,7 +486,22 @@ class ServingConfig(Strict):
     ledger_secret: str = Field(
         default="retention-ledger", description="Secret whose key `url` is the ledger's URL."
     )
-    deployments: dict[str, Deployment] = Field(default_factory=_default_deployments)
+    deployments: dict[str, Deployment] = Field(
+        default_factory=default_deployments,
+        description="By predictor name (and `retention`); a name given replaces its default.",
+    )
+
+    @field_validator("deployments", mode="before")
+    @classmethod
+    def _deployment_defaults(cls, v: Any) -> Any:
+        return _merge_defaults(default_deployments(), v)
+
+    @model_validator(mode="after")
+    def _known_services(self) -> ServingConfig:
+        known = (*catalogue.services(), catalogue.ORCHESTRATOR)
+        _unknown("serving.deployments", self.deployments, known)
+        _unknown("serving.predictor_urls", self.predictor_urls, catalogue.services())
+        return self
 
 
 # ------------------------------------------------------------------------------------------ platform
@@ -553,7 +532,15 @@ class PipelineConfig(Strict):
         default_factory=dict, description="Per task name; tasks not listed get the defaults."
     )
 
+    @field_validator("resources")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, Resources]) -> dict[str, Resources]:
+        _unknown("pipeline.resources", v, catalogue.tasks())
+        return v
+
     def resources_for(self, task: str) -> Resources:
+        if task not in catalogue.tasks():
+            raise KeyError(f"unknown task {task!r} (known: {', '.join(catalogue.tasks())})")
         return self.resources.get(task, Resources())
 
 
@@ -568,8 +555,12 @@ class GcpConfig(Strict):
 
 class Profile(Strict):
     name: str
+    extends: str | None = Field(
+        default=None, description="A profile this one starts from; only differences follow."
+    )
     seed: int = 42
     model_store: str = "model-store"
+    contract: ContactContract = Field(default_factory=ContactContract)
     data: DataConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
     risk: BinaryTrainerConfig = Field(default_factory=BinaryTrainerConfig)
@@ -578,10 +569,27 @@ class Profile(Strict):
     ltv: LtvConfig = Field(default_factory=LtvConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     writer: WriterConfig = Field(default_factory=WriterConfig)
-    gates: GatesConfig = Field(default_factory=GatesConfig)
+    gates: dict[str, ModelGates] = Field(
+        default_factory=default_gates,
+        description="By model name (catalogue); a model given replaces its default bounds.",
+    )
     serving: ServingConfig = Field(default_factory=ServingConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     gcp: GcpConfig = Field(default_factory=GcpConfig)
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gate_defaults(cls, v: Any) -> Any:
+        return _merge_defaults(default_gates(), v)
+
+    @model_validator(mode="after")
+    def _known_gates(self) -> Profile:
+        _unknown("gates", self.gates, tuple(catalogue.BY_NAME))
+        for model, bounds in self.gates.items():
+            fields = catalogue.spec(model).result.numeric_fields()
+            for side, metrics in (("min", bounds.min), ("max", bounds.max)):
+                _unknown(f"gates.{model}.{side}", metrics, fields)
+        return self
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -593,6 +601,10 @@ def _format_errors(source: str, err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'")
+        elif not e["loc"] or e["type"] == "value_error":
+            # A section's own check: its message names the key; the input is the whole section.
+            where = f"key '{key}': " if e["loc"] else ""
+            lines.append(f"{source}: {where}{e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{source}: key '{key}': {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
@@ -639,13 +651,22 @@ def profile_path(name: str) -> Path:
     raise ConfigError(f"unknown profile '{name}' (known: {', '.join(known)})")
 
 
-def load_profile(
-    name: str | None = None, *, config: str | Path | None = None, overrides: list[str] = ()
-) -> Profile:
-    """Load a profile by name (``configs/NAME.yaml``) or path, then apply ``key=value`` overrides."""
-    if name and config:
-        raise ConfigError("give a profile name or a config path, not both")
-    path = Path(config) if config else profile_path(name or "local")
+def deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_raw(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A profile file's mapping with its ``extends`` chain resolved (base first)."""
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {cycle}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
@@ -654,7 +675,32 @@ def load_profile(
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    raw = apply_overrides(raw, list(overrides))
+    parent = raw.get("extends")
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: key 'extends': expected a profile name, got {parent!r}")
+    sibling = path.parent / f"{parent}.yaml"
+    try:
+        base_path = sibling if sibling.is_file() else profile_path(parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: key 'extends': {exc}") from None
+    base = _read_raw(base_path, (*chain, path.resolve()))
+    return deep_merge(base, raw)
+
+
+def load_profile(
+    name: str | None = None, *, config: str | Path | None = None, overrides: list[str] = ()
+) -> Profile:
+    """Load a profile by name (``configs/NAME.yaml``) or path, then apply ``key=value`` overrides.
+
+    A profile with ``extends: BASE`` starts from BASE (looked up beside it first) and states
+    only what differs; mappings merge key by key, lists and values replace.
+    """
+    if name and config:
+        raise ConfigError("give a profile name or a config path, not both")
+    path = Path(config) if config else profile_path(name or "local")
+    raw = apply_overrides(_read_raw(path), list(overrides))
     try:
         return Profile.model_validate(raw)
     except ValidationError as exc:

@@ -1,0 +1,154 @@
+"""What each trainer returns: one typed result per model, written as its ``metrics.json``.
+
+Gates read a metric by its field name (``risk: {min: {test_auc: 0.78}}``); a gate on a name that
+is not a numeric field of the model's result is a configuration error naming the key. Fields a
+trainer could not measure stay ``None`` and fail any gate that reads them. Details that are not
+scalars (per-phase tables, histories, hyper-parameters) go under ``details``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelResult(BaseModel):
+    """A trainer's scalar metrics; ``details`` holds the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    details: dict[str, Any] = Field(default_factory=dict)
+    # The metadata the KFP Model artifact carries (framework and any headline figure).
+    framework: ClassVar[str] = ""
+
+    @classmethod
+    def numeric_fields(cls) -> tuple[str, ...]:
+        out = []
+        for name, f in cls.model_fields.items():
+            kinds = get_args(f.annotation) or (f.annotation,)
+            if any(k in (int, float) for k in kinds):
+                out.append(name)
+        return tuple(out)
+
+    def scalars(self) -> dict[str, float]:
+        """Every measured numeric field, for KFP ``Metrics`` and the report."""
+        return {
+            k: float(v)
+            for k in self.numeric_fields()
+            if (v := getattr(self, k)) is not None and not isinstance(v, bool)
+        }
+
+    def value(self, field: str) -> float | None:
+        if field not in type(self).numeric_fields():
+            raise KeyError(f"{type(self).__name__} has no numeric field {field!r}")
+        v = getattr(self, field)
+        return None if v is None else float(v)
+
+    def save(self, path: str | Path) -> None:
+        from retention.fileio import write_json
+
+        write_json(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+class BinaryResult(ModelResult):
+    """The calibrated binary classifier (risk and accept)."""
+
+    framework: ClassVar[str] = "xgboost"
+    test_auc: float
+    test_auc_ci_low: float | None = None
+    test_auc_ci_high: float | None = None
+    test_ece: float
+    test_brier: float | None = None
+    test_log_loss: float | None = None
+    test_positive_rate: float | None = None
+    test_rows: int | None = None
+    threshold: float | None = None
+    test_expected_cost_per_row: float | None = None
+    best_iteration: int | None = None
+    cv_auc: float | None = None
+    cv_auc_std: float | None = None
+    oof_ece: float | None = None
+    calibration: str | None = None
+
+
+class RiskResult(BinaryResult):
+    pass
+
+
+class AcceptResult(BinaryResult):
+    monotone_violations: int | None = None
+
+
+class PhaseHealthResult(ModelResult):
+    framework: ClassVar[str] = "lightgbm"
+    test_auc: float
+    test_min_phase_auc: float
+    test_mean_overall_health: float | None = None
+
+
+class LtvResult(ModelResult):
+    framework: ClassVar[str] = "ltv"
+    test_customers: int | None = None
+    test_revenue_error: float | None = None
+    test_abs_revenue_error: float | None = None
+    test_top10_capture: float | None = None
+    test_top10_capture_best_possible: float | None = None
+    test_interval_coverage: float | None = None
+    churn_cv_auc: float | None = None
+
+
+class PolicyResult(ModelResult):
+    framework: ClassVar[str] = "torchscript"
+    uplift_vs_best_baseline: float | None = None
+    net_revenue_retained: float | None = None
+    best_baseline_net_revenue_retained: float | None = None
+    difference_vs_best_baseline_low: float | None = None
+    difference_vs_best_baseline_high: float | None = None
+    sampled_net_revenue_retained: float | None = None
+    net_revenue_retention: float | None = None
+    roi: float | None = None
+    contact_rate: float | None = None
+    budget_used: float | None = None
+    budget_overshoot: float | None = None
+    fatigue_violations: float | None = None
+    cooldown_violations: float | None = None
+    blocked_rate: float | None = None
+    env_steps_per_s: float | None = None
+    train_wall_s: float | None = None
+    best_baseline: str | None = None
+
+
+class SftResult(ModelResult):
+    framework: ClassVar[str] = "peft-lora"
+    train_loss: float | None = None
+    train_s: float | None = None
+    s_per_step: float | None = None
+    shield_pass_rate: float | None = None
+    distinct_2: float | None = None
+
+
+class RewardResult(ModelResult):
+    framework: ClassVar[str] = "peft-lora-seq-cls"
+    train_loss: float | None = None
+    train_s: float | None = None
+    s_per_step: float | None = None
+    accuracy: float | None = None
+
+
+class WriterResult(ModelResult):
+    framework: ClassVar[str] = "peft-lora"
+    train_s: float | None = None
+    s_per_update: float | None = None
+    final_kl_coef: float | None = None
+    win_rate_rm: float | None = None
+    win_rate_checklist: float | None = None
+    distinct_2: float | None = None
+    violation_rate_after_shield: float | None = None
+    mean_kl_to_reference: float | None = None
