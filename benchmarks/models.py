@@ -32,9 +32,9 @@ def _binary(df, spec, cfg, monotone=None):
     _, metrics, _ = train_binary(
         parts["train"], parts["valid"], parts["test"], cols, cfg, 42, monotone
     )
-    out = {k: metrics[k] for k in KEYS if k in metrics}
+    out = {k: v for k, v in metrics.model_dump().items() if k in KEYS}
     out["train_seconds_with_cv"] = round(time.perf_counter() - t, 1)
-    out["hyperparameters"] = metrics["hyperparameters"]
+    out["hyperparameters"] = metrics.details["hyperparameters"]
     return out
 
 

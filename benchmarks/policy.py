@@ -43,12 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         metrics = train_decision(
             profile, d / "splits", d / "risk", d / "accept", d / "ltv", d / "decision"
-        )
+        ).model_dump()
         decision_s = time.perf_counter() - t
         policies = read_json(d / "decision" / CURVES_FILE)["policies"]
     doc = {
         "profile": profile.name,
         "env": profile.decision.env.model_dump(),
+        "contract": profile.contract.model_dump(),
         "iterations": profile.decision.iterations,
         "upstream_models_s": round(upstream_s, 1),
         "ppo_decision_step_s": round(decision_s, 1),

@@ -5,8 +5,10 @@
    ledger, with the template message (``serving.use_writer=false``), same concurrency.
 3. ``writer``: the latency of one message from the writer predictor, reported on its own.
 4. ``mixed``: >= 5,000 requests over many customers across a simulated month, with retries of
-   earlier request ids, a budget small enough to bind; then the ledger is read back: spend
-   never above the budget, no customer contacted twice inside the cooldown, and no 5xx.
+   earlier request ids, a budget small enough to bind; then the ledger is read back with
+   ``serving.ledger_load.check_invariants`` (spend never above the budget, no two contacts of a
+   customer inside the cooldown, none over the fatigue cap or in quiet hours), every retry must
+   have had the first answer, and no 5xx.
 
 Every server is a separate process (as in a cluster), started and stopped by this script. It
 needs a pushed release in the profile's model store (``make run`` first).
@@ -30,9 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from retention.config import PREDICTORS, load_profile
+from retention import catalogue
+from retention.config import load_profile
 from retention.fileio import write_json
 from retention.store.model_store import ModelStore
+from serving.ledger_load import retry_mismatches
+from serving.server import wait_ready
 
 FACTS = {
     "name": "Sam",
@@ -83,19 +88,8 @@ def _start(args: list[str]) -> subprocess.Popen:
     return proc
 
 
-def _wait(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = Path(proc.log_path).read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"server exited ({proc.returncode}): {tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback http
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
+def _wait(url: str, proc: subprocess.Popen) -> None:
+    wait_ready(url, proc, log_path=proc.log_path)  # type: ignore[attr-defined]
 
 
 async def load(url: str, bodies, concurrency: int, seconds: float) -> dict:
@@ -162,38 +156,13 @@ def _mixed_bodies(n: int, customers: int, seed: int):
         yield body
 
 
-def check_ledger(url: str, cfg) -> dict:
+def check_ledger(url: str, limits, timezones: dict[str, str | None]) -> dict:
+    """The ledger's invariants, re-counted from the rows the transformer wrote."""
     from serving.ledger import ContactLedger
+    from serving.ledger_load import check_invariants
 
-    led = ContactLedger(url, cfg)
-    try:
-        rows = led.decisions()
-        contacts = [d for d in rows if d.contact]
-        spend: dict[str, float] = {}
-        for d in contacts:
-            key = led.period_key(d.decided_at)
-            spend[key] = spend.get(key, 0.0) + d.offer_cost
-        by_customer: dict[str, list[datetime]] = {}
-        for d in contacts:
-            by_customer.setdefault(d.customer_id, []).append(d.decided_at)
-        gaps = [
-            (b - a).total_seconds() / 86400
-            for times in by_customer.values()
-            for a, b in zip(sorted(times), sorted(times)[1:], strict=False)
-        ]
-        cooldown_breaches = sum(g < cfg.cooldown_days for g in gaps)
-        return {
-            "decisions": len(rows),
-            "contacts": len(contacts),
-            "spend_by_period": {k: round(v, 2) for k, v in sorted(spend.items())},
-            "budget_per_period": cfg.budget_per_period,
-            "budget_overspent": any(v > cfg.budget_per_period + 1e-6 for v in spend.values()),
-            "ledger_spent": {k: round(led.spent(k), 2) for k in spend},
-            "cooldown_breaches": cooldown_breaches,
-            "min_gap_days": round(min(gaps), 2) if gaps else None,
-        }
-    finally:
-        led.close()
+    with ContactLedger(url, limits) as led:
+        return check_invariants(led, timezones).as_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "--host", "127.0.0.1", "--port", str(pred_port)]))  # fmt: skip
             _wait(f"http://127.0.0.1:{pred_port}/v1/models/risk", procs[-1])
             base = f"http://127.0.0.1:{pred_port}"
-            urls = json.dumps({n: base for n in PREDICTORS})
+            urls = json.dumps({n: base for n in catalogue.services()})
             budget = 250.0
 
             def start_transformer(ledger: str) -> subprocess.Popen:
@@ -235,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                                "--set", f"serving.predictor_urls={urls}",
                                "--set", "serving.use_writer=false",
                                "--set", f"serving.ledger.url={ledger}",
-                               "--set", f"serving.ledger.budget_per_period={budget}",
+                               "--set", f"contract.limits.budget_per_period={budget}",
                                "--set", "serving.predictor_timeout_ms=2000",
                                "--host", "127.0.0.1", "--port", str(tr_port)])  # fmt: skip
                 _wait(f"http://127.0.0.1:{tr_port}/v1/models/retention", proc)
@@ -276,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                              "sample": message}  # fmt: skip
 
             # The mixed load on a fresh ledger: the decision phase's spend must not count.
-            led_cfg = profile.serving.ledger.model_copy(update={"budget_per_period": budget})
+            limits = profile.contract.limits.model_copy(update={"budget_per_period": budget})
             mixed_url = f"sqlite:///{Path(tmp) / 'mixed.db'}"
             procs[-1].terminate()
             procs[-1].wait(timeout=30)
@@ -285,23 +254,17 @@ def main(argv: list[str] | None = None) -> int:
                                      _mixed_bodies(args.mixed, 400, 2), args.concurrency,
                                      600))  # fmt: skip
             answers = mixed.pop("_answers")
-            first: dict[str, bytes] = {}
-            mismatched = 0
-            for body, status, payload in answers:
-                if status == 200:
-                    rid = body["request_id"]
-                    if rid in first and json.loads(first[rid]) != json.loads(payload):
-                        mismatched += 1
-                    first.setdefault(rid, payload)
+            answered = [(b["request_id"], json.loads(p)) for b, s, p in answers if s == 200]
+            zones = {b["request_id"]: b["customer_facts"].get("timezone") for b, _, _ in answers}
             degraded = sum(bool(json.loads(p).get("degraded")) for _, s, p in answers if s == 200)
             doc["mixed"] = {
                 **mixed,
                 "server_errors_5xx": sum(
                     v for k, v in mixed["statuses"].items() if k.startswith("5")
                 ),  # fmt: skip
-                "retries_with_a_different_answer": mismatched,
+                "retries_with_a_different_answer": retry_mismatches(answered),
                 "degraded_answers": degraded,
-                **check_ledger(mixed_url, led_cfg),
+                "ledger": check_ledger(mixed_url, limits, zones),
             }
         finally:
             for p in procs:
@@ -318,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         f"bare {doc['bare']['rps']} rps (p99 {doc['bare']['p99_ms']} ms); decision "
         f"{doc['decision']['rps']} rps (p99 {doc['decision']['p99_ms']} ms) = "
         f"{doc['decision_vs_bare']:.2f} of bare; writer {doc['writer']['median_s']} s/message; "
-        f"mixed {m['requests']} requests: 5xx {m['server_errors_5xx']}, overspent "
-        f"{m['budget_overspent']}, cooldown breaches {m['cooldown_breaches']}"
+        f"mixed {m['requests']} requests: 5xx {m['server_errors_5xx']}, ledger invariants "
+        f"{'held' if m['ledger']['ok'] else 'BROKEN'} (overspent periods "
+        f"{m['ledger']['overspent_periods']}, cooldown violations "
+        f"{m['ledger']['cooldown_violations']}), retries answered differently "
+        f"{m['retries_with_a_different_answer']}"
     )
     return 0
 

@@ -27,7 +27,9 @@ TARGET_S = 360.0
 
 
 def generation_speed(model_dir: Path, profile, n: int = 8) -> dict:
-    writer = MessageWriter.load(model_dir, cache_dir=profile.writer.model.cache_dir)
+    writer = MessageWriter.load(
+        model_dir, profile.contract, cache_dir=profile.writer.model.cache_dir
+    )
     items = eval_examples(profile)[:n]
     writer.timed_write(items[0].facts, items[0].offer_level)  # warm-up: first call allocates
     latencies, tokens, blocked = [], 0, 0
@@ -35,7 +37,7 @@ def generation_speed(model_dir: Path, profile, n: int = 8) -> dict:
         text, new, seconds = writer.timed_write(e.facts, e.offer_level)
         latencies.append(seconds)
         tokens += new
-        blocked += shielded(text, e.facts, e.offer_level)[1].passed is False
+        blocked += shielded(text, e.facts, e.offer_level, e.contract)[1].passed is False
     return {
         "messages": len(items),
         "max_new_tokens": writer.max_new_tokens,
@@ -87,20 +89,20 @@ def main(argv: list[str] | None = None) -> int:
         "total_s": round(total, 1),
         "target_total_s": TARGET_S,
         "within_target": total <= TARGET_S,
-        "sft": {k: v for k, v in sft.items() if k != "samples"},
-        "rm": rm,
-        "ppo_text": {k: v for k, v in ppo.items() if k != "samples"},
-        "samples": ppo.get("samples", [])[:4],
+        "sft": sft.model_dump(exclude={"details": {"samples"}}),
+        "rm": rm.model_dump(),
+        "ppo_text": ppo.model_dump(exclude={"details": {"samples", "history"}}),
+        "samples": ppo.details["samples"][:4],
         "generation": speed,
-        "gates": {"rm": gates.rm.model_dump(), "writer": gates.writer.model_dump()},
+        "gates": {"rm": gates["rm"].model_dump(), "writer": gates["writer"].model_dump()},
     }
     write_json(Path(args.out), doc)
     print(
         f"writer: sft {steps['sft_s']:.0f} s + rm {steps['rm_s']:.0f} s + ppo-text "
         f"{steps['ppo_text_s']:.0f} s = {total:.0f} s (target <= {TARGET_S:.0f}); RM accuracy "
-        f"{rm['accuracy']:.3f}; win rate vs SFT: RM {ppo['win_rate_rm']:.2f}, checklist "
-        f"{ppo['win_rate_checklist']:.2f}; violations after shield "
-        f"{ppo['violation_rate_after_shield']:.2f}; {speed['tokens_per_s']} tokens/s, one "
+        f"{rm.accuracy:.3f}; win rate vs SFT: RM {ppo.win_rate_rm:.2f}, checklist "
+        f"{ppo.win_rate_checklist:.2f}; violations after shield "
+        f"{ppo.violation_rate_after_shield:.2f}; {speed['tokens_per_s']} tokens/s, one "
         f"message in {speed['latency_s_median']} s"
     )
     return 0

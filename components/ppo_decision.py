@@ -11,6 +11,7 @@ def ppo_decision(
     metrics: Output[Metrics],
 ):
     """PPO contact policy (Ray RLlib, Lagrangian limits) on an env built from the three models."""
+    from components.kfp_results import log_result
     from retention.config import Profile
     from retention.decision.train import train_decision
 
@@ -22,8 +23,4 @@ def ppo_decision(
         ltv.path,
         model.path,
     )
-    for key, value in result.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(key, float(value))
-    model.metadata["framework"] = "torchscript"
-    model.metadata["best_baseline"] = result["best_baseline"]
+    log_result(result, model, metrics)

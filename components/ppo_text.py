@@ -9,12 +9,10 @@ def ppo_text(
     metrics: Output[Metrics],
 ):
     """PPO with an adaptive KL penalty on the SFT writer, rewarded by the RM and the shield."""
+    from components.kfp_results import log_result
     from retention.config import Profile
     from retention.messaging.ppo_text import train_ppo_text
 
     result = train_ppo_text(Profile.model_validate_json(config_json), sft.path, rm.path, model.path)
-    for key, value in result.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(key, float(value))
-    model.metadata["framework"] = "peft-lora"
+    log_result(result, model, metrics)
     model.metadata["stage"] = "ppo"

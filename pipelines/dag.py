@@ -1,28 +1,26 @@
-"""The training DAG, built from a profile.
+"""The training DAG, built from a profile and the model catalogue.
 
-Adding a step is one module in ``components/`` plus its line(s) here. Resources, node pools and
-accelerators are attached to each task from the profile: ``target="kfp"`` adds kfp-kubernetes node
-selectors and tolerations (KFP on GKE); ``"vertex"`` keeps the single-document spec Vertex AI reads;
-``"local"`` is what ``kfp.local`` runs (it ignores resources).
+ingest -> split, then one task per catalogue spec in catalogue order (its component
+``components.<spec.component>`` fed the tables and the models it ``needs``), then evaluate-gates
+and, under ``dsl.If(passed)``, push. Adding a model adds its task here without an edit. Resources,
+node pools and accelerators are attached to each task from the profile: ``target="kfp"`` adds
+kfp-kubernetes node selectors and tolerations (KFP on GKE); ``"vertex"`` keeps the single-document
+spec Vertex AI reads; ``"local"`` is what ``kfp.local`` runs (it ignores resources).
 """
 
+import importlib
+import inspect
+from collections.abc import Callable
 from typing import Literal
 
 from kfp import dsl
 
-import components
 from components.evaluate_gates import evaluate_gates
+from components.factory import build
 from components.ingest import ingest
-from components.ppo_decision import ppo_decision
-from components.ppo_text import ppo_text
 from components.push import push
-from components.rm import rm
-from components.sft import sft
 from components.split import split
-from components.train_accept import train_accept
-from components.train_ltv import train_ltv
-from components.train_phase_health import train_phase_health
-from components.train_risk import train_risk
+from retention import catalogue
 from retention.config import Profile
 
 Target = Literal["local", "vertex", "kfp"]
@@ -54,31 +52,30 @@ def _place(task: dsl.PipelineTask, name: str, profile: Profile, target: Target):
     return task
 
 
+def model_function(spec: catalogue.ModelSpec) -> Callable:
+    """``components/<spec.component>.py``'s function of the same name."""
+    module = importlib.import_module(f"components.{spec.component}")
+    return getattr(module, spec.component)
+
+
 def build_pipeline(profile: Profile, target: Target = "local"):
     """A ``@dsl.pipeline`` function whose only parameter is the profile as JSON."""
-    steps = (
-        ingest,
-        split,
-        train_risk,
-        train_accept,
-        train_phase_health,
-        train_ltv,
-        ppo_decision,
-        sft,
-        rm,
-        ppo_text,
-        evaluate_gates,
-        push,
-    )
-    # A step runs in the GPU image when the profile puts its task on the GPU pool.
-    task_names = {f.__name__: f.__name__.replace("_", "-") for f in steps}
-    task_names |= {"sft": "sft", "rm": "rm", "ppo_text": "ppo-text"}
-    c = {
-        f.__name__: components.build(
-            f, profile, gpu=profile.pipeline.resources_for(task_names[f.__name__]).pool == "gpu"
-        )
-        for f in steps
+    steps: dict[str, Callable] = {
+        "ingest": ingest,
+        "split": split,
+        **{s.task: model_function(s) for s in catalogue.CATALOGUE},
+        "evaluate-gates": evaluate_gates,
+        "push": push,
     }
+    # A step runs in the GPU image when the profile puts its task on the GPU pool.
+    c = {
+        task: build(f, profile, task, gpu=profile.pipeline.resources_for(task).pool == "gpu")
+        for task, f in steps.items()
+    }
+
+    def models_for(task: str, models: dict) -> dict:
+        """The trained models a final step takes: its parameters named like a model."""
+        return {n: models[n] for n in inspect.signature(steps[task]).parameters if n in models}
 
     @dsl.pipeline(name=profile.pipeline.name, description="Retention platform training DAG")
     def retention_pipeline(config_json: str = profile.model_dump_json()):
@@ -87,54 +84,21 @@ def build_pipeline(profile: Profile, target: Target = "local"):
 
         ing = place(c["ingest"](config_json=config_json), "ingest")
         spl = place(c["split"](config_json=config_json, dataset=ing.outputs["dataset"]), "split")
-        risk = place(
-            c["train_risk"](config_json=config_json, splits=spl.outputs["splits"]), "train-risk"
-        )
-        accept = place(
-            c["train_accept"](config_json=config_json, splits=spl.outputs["splits"]),
-            "train-accept",
-        )
-        health = place(
-            c["train_phase_health"](config_json=config_json, splits=spl.outputs["splits"]),
-            "train-phase-health",
-        )
-        ltv = place(
-            c["train_ltv"](config_json=config_json, splits=spl.outputs["splits"]), "train-ltv"
-        )
-        decision = place(
-            c["ppo_decision"](
-                config_json=config_json,
-                splits=spl.outputs["splits"],
-                risk=risk.outputs["model"],
-                accept=accept.outputs["model"],
-                ltv=ltv.outputs["model"],
-            ),
-            "ppo-decision",
-        )
-        # The writer: sft and rm are independent; ppo-text needs both.
-        sft_task = place(c["sft"](config_json=config_json), "sft")
-        rm_task = place(c["rm"](config_json=config_json), "rm")
-        writer = place(
-            c["ppo_text"](
-                config_json=config_json,
-                sft=sft_task.outputs["model"],
-                rm=rm_task.outputs["model"],
-            ),
-            "ppo-text",
-        )
-        models = {
-            "risk": risk.outputs["model"],
-            "accept": accept.outputs["model"],
-            "phase_health": health.outputs["model"],
-            "ltv": ltv.outputs["model"],
-            "decision": decision.outputs["model"],
-            "writer": writer.outputs["model"],
-        }
+        models = {}
+        for s in catalogue.CATALOGUE:
+            inputs = {
+                need: spl.outputs["splits"] if need == catalogue.SPLITS else models[need]
+                for need in s.needs
+            }
+            if "model_name" in inspect.signature(steps[s.task]).parameters:
+                inputs["model_name"] = s.name  # one component for several models
+            task = place(c[s.task](config_json=config_json, **inputs), s.task)
+            models[s.name] = task.outputs["model"]
         gates = place(
-            c["evaluate_gates"](config_json=config_json, rm=rm_task.outputs["model"], **models),
+            c["evaluate-gates"](config_json=config_json, **models_for("evaluate-gates", models)),
             "evaluate-gates",
         )
         with dsl.If(gates.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 - KFP DSL
-            place(c["push"](config_json=config_json, **models), "push")
+            place(c["push"](config_json=config_json, **models_for("push", models)), "push")
 
     return retention_pipeline

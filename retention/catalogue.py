@@ -13,6 +13,7 @@ Adding a model is three files: a domain module under ``retention/`` that trains 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,7 +160,9 @@ def _index() -> dict[str, ModelSpec]:
             raise ValueError(f"catalogue: model name {s.name!r} is repeated or not an identifier")
         for need in s.needs:
             if need != SPLITS and need not in out:
-                raise ValueError(f"catalogue: {s.name} needs {need!r}, which is not listed before it")
+                raise ValueError(
+                    f"catalogue: {s.name} needs {need!r}, which is not listed before it"
+                )
         out[s.name] = s
     return out
 
@@ -180,6 +183,23 @@ def released() -> tuple[ModelSpec, ...]:
 
 def gated() -> tuple[ModelSpec, ...]:
     return tuple(s for s in CATALOGUE if s.gated)
+
+
+def judged() -> tuple[ModelSpec, ...]:
+    """The models evaluate-gates reads: every gated or released one (a profile may gate these)."""
+    return tuple(s for s in CATALOGUE if s.gated or s.released)
+
+
+def require_exactly(what: str, given: Iterable[str], expected: Iterable[str]) -> None:
+    """A ValueError naming what is missing and what is extra, unless ``given`` == ``expected``."""
+    given, expected = list(given), list(expected)
+    missing = [n for n in expected if n not in given]
+    extra = [n for n in given if n not in expected]
+    if missing or extra:
+        raise ValueError(
+            f"{what}: missing {', '.join(missing) or 'none'}; not expected "
+            f"{', '.join(extra) or 'none'} (expected: {', '.join(expected)})"
+        )
 
 
 def served() -> tuple[ModelSpec, ...]:

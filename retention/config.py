@@ -407,6 +407,7 @@ def default_gates() -> dict[str, ModelGates]:
 
 # ------------------------------------------------------------------------------------------- serving
 
+
 class LedgerConfig(Strict):
     """Where the contact ledger lives; the limits it enforces are the profile's ``contract``."""
 
@@ -584,7 +585,7 @@ class Profile(Strict):
 
     @model_validator(mode="after")
     def _known_gates(self) -> Profile:
-        _unknown("gates", self.gates, tuple(catalogue.BY_NAME))
+        _unknown("gates", self.gates, tuple(s.name for s in catalogue.judged()))
         for model, bounds in self.gates.items():
             fields = catalogue.spec(model).result.numeric_fields()
             for side, metrics in (("min", bounds.min), ("max", bounds.max)):

@@ -53,6 +53,17 @@ class OfferLevel(_Strict):
     def _consistent(self) -> OfferLevel:
         if (self.discount == 0) != (self.months == 0):
             raise ValueError("a level with no discount runs for 0 months, and only that one")
+        if self.words is not None:
+            # The shield checks a message states exactly the decided percent: words without it
+            # would make the template fail the shield.
+            if self.discount and "{percent}" not in self.words:
+                raise ValueError(f"words {self.words!r} must contain {{percent}}")
+            try:
+                self.words.format(percent=0, bills="")
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(
+                    f"words {self.words!r}: only {{percent}} and {{bills}} may be filled in ({err})"
+                ) from None
         return self
 
     @property

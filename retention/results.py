@@ -9,10 +9,11 @@ scalars (per-phase tables, histories, hyper-parameters) go under ``details``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ModelResult(BaseModel):
@@ -21,8 +22,25 @@ class ModelResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     details: dict[str, Any] = Field(default_factory=dict)
-    # The metadata the KFP Model artifact carries (framework and any headline figure).
+    # The KFP Model artifact's ``framework`` metadata.
     framework: ClassVar[str] = ""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nan_is_not_measured(cls, v: Any) -> Any:
+        # NaN (an empty bootstrap, no usable fold) means "not measured": None, which fails any
+        # gate that reads it, and which JSON can carry.
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    @classmethod
+    def text_fields(cls) -> tuple[str, ...]:
+        """The string fields (chosen model family, calibrator, best baseline)."""
+        out = []
+        for name, f in cls.model_fields.items():
+            kinds = get_args(f.annotation) or (f.annotation,)
+            if str in kinds:
+                out.append(name)
+        return tuple(out)
 
     @classmethod
     def numeric_fields(cls) -> tuple[str, ...]:
@@ -58,9 +76,15 @@ class ModelResult(BaseModel):
 
 
 class BinaryResult(ModelResult):
-    """The calibrated binary classifier (risk and accept)."""
+    """The calibrated binary classifier (risk and accept).
+
+    ``details``: ``hyperparameters`` (after the search), ``calibration_valid_log_loss`` (per
+    calibrator), ``cv_fold_auc``.
+    """
 
     framework: ClassVar[str] = "xgboost"
+    # What the labels 0 and 1 mean (the confusion matrix's rows in the KFP UI).
+    class_names: ClassVar[tuple[str, str]] = ("negative", "positive")
     test_auc: float
     test_auc_ci_low: float | None = None
     test_auc_ci_high: float | None = None
@@ -72,41 +96,59 @@ class BinaryResult(ModelResult):
     threshold: float | None = None
     test_expected_cost_per_row: float | None = None
     best_iteration: int | None = None
+    calibration: str | None = None
     cv_auc: float | None = None
     cv_auc_std: float | None = None
     oof_ece: float | None = None
-    calibration: str | None = None
+    oof_brier: float | None = None
+    oof_log_loss: float | None = None
 
 
 class RiskResult(BinaryResult):
-    pass
+    class_names: ClassVar[tuple[str, str]] = ("stays", "churns")
 
 
 class AcceptResult(BinaryResult):
+    """``details`` also: ``mean_accept_by_level`` (mean calibrated P(accept) per offer level)."""
+
+    class_names: ClassVar[tuple[str, str]] = ("declines", "accepts")
     monotone_violations: int | None = None
 
 
 class PhaseHealthResult(ModelResult):
+    """``details``: ``phases`` (per phase: test AUC and ECE, healthy share, drivers, summary) and
+    ``phase_order`` (the journey's order)."""
+
     framework: ClassVar[str] = "lightgbm"
-    test_auc: float
+    test_auc: float  # mean over the phases
     test_min_phase_auc: float
     test_mean_overall_health: float | None = None
 
 
 class LtvResult(ModelResult):
+    """``details``: ``valid_tweedie_deviance`` (per model family), ``churn_fold_auc``."""
+
     framework: ClassVar[str] = "ltv"
+    chosen: str | None = None  # the model family selected on validation
+    cutoff: str | None = None
     test_customers: int | None = None
     test_revenue_error: float | None = None
     test_abs_revenue_error: float | None = None
     test_top10_capture: float | None = None
     test_top10_capture_best_possible: float | None = None
     test_interval_coverage: float | None = None
+    baseline_revenue_error: float | None = None
+    baseline_top10_capture: float | None = None
     churn_cv_auc: float | None = None
+    churn_rate: float | None = None
 
 
 class PolicyResult(ModelResult):
+    """``details``: ``lambdas`` (final Lagrange multipliers), ``threshold_baseline``."""
+
     framework: ClassVar[str] = "torchscript"
     uplift_vs_best_baseline: float | None = None
+    best_baseline: str | None = None
     net_revenue_retained: float | None = None
     best_baseline_net_revenue_retained: float | None = None
     difference_vs_best_baseline_low: float | None = None
@@ -120,35 +162,66 @@ class PolicyResult(ModelResult):
     fatigue_violations: float | None = None
     cooldown_violations: float | None = None
     blocked_rate: float | None = None
+    # The same network without the shield: what it would do on its own.
+    unshielded_budget_overshoot: float | None = None
+    unshielded_budget_overshoot_mean: float | None = None
+    unshielded_fatigue_violations: float | None = None
+    unshielded_cooldown_violations: float | None = None
+    unshielded_net_revenue_retained: float | None = None
+    eval_episodes: int | None = None
+    eval_customers: int | None = None
+    eval_unique_customers: int | None = None
+    train_customers: int | None = None
+    valid_customers: int | None = None
+    env_steps: int | None = None
     env_steps_per_s: float | None = None
     train_wall_s: float | None = None
-    best_baseline: str | None = None
+    export_max_abs_diff: float | None = None
+    selected_iteration: int | None = None
+    warm_start_loss: float | None = None
 
 
 class SftResult(ModelResult):
+    """``details``: ``violations_by_rule`` and ``samples`` (held-out messages) when evaluated."""
+
     framework: ClassVar[str] = "peft-lora"
     train_loss: float | None = None
+    steps: int | None = None
     train_s: float | None = None
     s_per_step: float | None = None
+    eval_prompts: int | None = None
+    generation_s: float | None = None
     shield_pass_rate: float | None = None
     distinct_2: float | None = None
 
 
 class RewardResult(ModelResult):
+    """``details``: ``accuracy_by_rule`` (held-out pairwise accuracy per flaw)."""
+
     framework: ClassVar[str] = "peft-lora-seq-cls"
     train_loss: float | None = None
+    steps: int | None = None
     train_s: float | None = None
     s_per_step: float | None = None
+    eval_pairs: int | None = None
     accuracy: float | None = None
+    mean_margin: float | None = None
 
 
 class WriterResult(ModelResult):
+    """``details``: ``samples`` (held-out messages) and ``history`` (one row per PPO update)."""
+
     framework: ClassVar[str] = "peft-lora"
+    updates: int | None = None
     train_s: float | None = None
     s_per_update: float | None = None
     final_kl_coef: float | None = None
     win_rate_rm: float | None = None
     win_rate_checklist: float | None = None
     distinct_2: float | None = None
+    violation_rate_before_shield: float | None = None
+    sft_violation_rate_before_shield: float | None = None
     violation_rate_after_shield: float | None = None
+    ppo_rm_score: float | None = None
+    sft_rm_score: float | None = None
     mean_kl_to_reference: float | None = None

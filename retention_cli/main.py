@@ -34,7 +34,9 @@ def cmd_run(args) -> int:
     profile = _load(args)
     print(f"running the training DAG locally with profile '{profile.name}'", flush=True)
     summary = run_local(profile)
-    print(format_summary(summary, profile.model_store))
+    print(format_summary(summary, profile.model_store), flush=True)
+    if summary.run.failure:
+        return 1
     return 0 if summary.gates.get("passed") else 3
 
 
@@ -65,6 +67,7 @@ def cmd_train_risk(args) -> int:
     from retention.fileio import read_bytes
     from retention.models.binary import Columns, train_binary
     from retention.models.outputs import save_outputs
+    from retention.results import RiskResult
 
     spec = DatasetSpec(
         uri=args.data,
@@ -80,10 +83,10 @@ def cmd_train_risk(args) -> int:
     seed = profile.seed if profile else 42
     parts = split_frame(df, spec, profile.split if profile else SplitConfig(), seed)
     cols = Columns(target=args.target, id_column=args.id)
-    model, metrics, curves = train_binary(
-        parts["train"], parts["valid"], parts["test"], cols, cfg, seed
+    model, result, curves = train_binary(
+        parts["train"], parts["valid"], parts["test"], cols, cfg, seed, result=RiskResult
     )
-    save_outputs(args.out, model, metrics, curves)
+    save_outputs(args.out, model, result, curves)
     keys = (
         "test_auc",
         "test_auc_ci_low",
@@ -93,7 +96,8 @@ def cmd_train_risk(args) -> int:
         "cv_auc",
         "oof_ece",
     )
-    print(json.dumps({k: round(metrics[k], 4) for k in keys if k in metrics}, indent=2))
+    measured = result.scalars()
+    print(json.dumps({k: round(measured[k], 4) for k in keys if k in measured}, indent=2))
     return 0
 
 
@@ -171,7 +175,13 @@ def _add_serving(sub) -> None:
     p.add_argument("--port", type=int, default=8080, help="transformer port; predictors on +1")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("serve-model", help="one model server (what an InferenceService runs)")
-    p.add_argument("name", help="retention, predictors, or one of risk, accept, policy, ...")
+    from retention import catalogue
+
+    p.add_argument(
+        "name",
+        help=f"{catalogue.ORCHESTRATOR}, predictors (all), or one of "
+        f"{', '.join(catalogue.services())}",
+    )
     _profile_args(p)
     p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container's server
     p.add_argument("--port", type=int, default=8080)

@@ -5,7 +5,9 @@ database transaction
 
 1. returns the recorded answer if the request id was seen before (a retry never re-checks or
    re-spends: the first answer is the answer),
-2. checks quiet hours, cooldown, the fatigue cap and the period budget,
+2. checks quiet hours, cooldown, the fatigue cap and the period budget: the contact contract's
+   limits (``retention.contract.ContactLimits``), judged by ``retention.contract.breaches``, the
+   same function the simulated env calls,
 3. records the decision row and, for a contact, adds its cost to the period's spend,
 
 and commits before it returns, so an answer that reached a caller is always on disk.
@@ -22,6 +24,7 @@ a racing retry) are retried: the transaction is idempotent by request id, so a r
 
 Money is stored as integer millionths so that "the budget is never overspent" is exact: float sums
 depend on the order of their terms, so the running spend and a re-count of the rows could disagree.
+The budget check runs in micros too (spend, cost and budget all integers).
 """
 
 from __future__ import annotations
@@ -36,17 +39,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from retention import contract
 from retention.config import LedgerConfig
+from retention.contract import LIMITS, N_LEVELS, ContactHistory, ContactLimits, aware_utc
 from retention.fileio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,7 @@ URL_FIELD = "serving.ledger.url"
 SQLITE_FILE = "ledger.sqlite"
 ARMS = ("treatment", "control")
 SOURCES = ("policy", "rules", "bau")
-BLOCK_REASONS = ("quiet_hours", "cooldown", "fatigue", "budget")
+BLOCK_REASONS = LIMITS
 MICROS = 1_000_000
 MAX_ID_LENGTH = 200
 MAX_ATTEMPTS = 12
@@ -86,8 +90,10 @@ class Proposal:
     def __post_init__(self) -> None:
         if not isinstance(self.contact, bool):
             raise ValueError(f"proposal.contact: expected a bool, got {self.contact!r}")
-        if not _is_int(self.offer_level) or not 0 <= self.offer_level <= 3:
-            raise ValueError(f"proposal.offer_level: expected 0..3, got {self.offer_level!r}")
+        if not _is_int(self.offer_level) or not 0 <= self.offer_level < N_LEVELS:
+            raise ValueError(
+                f"proposal.offer_level: expected 0..{N_LEVELS - 1}, got {self.offer_level!r}"
+            )
         if not _is_number(self.offer_cost) or self.offer_cost < 0:
             raise ValueError(
                 f"proposal.offer_cost: expected a finite amount >= 0, got {self.offer_cost!r}"
@@ -150,22 +156,6 @@ def _check_id(field: str, value: object) -> str:
     return value
 
 
-def _aware_utc(now: datetime, field: str = "now") -> datetime:
-    if not isinstance(now, datetime):
-        raise ValueError(f"{field}: expected a datetime, got {now!r}")
-    if now.tzinfo is None or now.utcoffset() is None:
-        # A naive time is ambiguous across replicas in different zones; refuse to guess.
-        raise ValueError(f"{field}: expected a timezone-aware datetime, got naive {now!r}")
-    return now.astimezone(UTC)
-
-
-def _zone(name: str, field: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ValueError(f"{field}: unknown IANA time zone {name!r}") from None
-
-
 # -------------------------------------------------------------------------------------- tables
 
 
@@ -182,7 +172,7 @@ class UTCDateTime(sa.TypeDecorator):
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
-        value = _aware_utc(value, "datetime")
+        value = aware_utc(value, "datetime")
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
@@ -331,7 +321,7 @@ class ContactLedger:
     def __init__(
         self,
         url: str | sa.URL,
-        cfg: LedgerConfig,
+        limits: ContactLimits,
         *,
         schema: str | None = None,
         pool_size: int = 8,
@@ -339,11 +329,14 @@ class ContactLedger:
         busy_timeout_s: float = 30.0,
         sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL",
     ) -> None:
-        self.cfg = cfg
+        if not isinstance(limits, ContactLimits):
+            raise ValueError(
+                f"limits: expected the contract's ContactLimits, got {type(limits).__name__}"
+            )
+        self.limits = limits
         self.url = _parse_url(url)
         self.dialect = self.url.get_backend_name()
-        self._default_zone = _zone(cfg.default_timezone, "serving.ledger.default_timezone")
-        self._budget_micros = _to_micros(cfg.budget_per_period)
+        self._budget_micros = _to_micros(limits.budget_per_period)
         if schema is not None and (self.dialect != "postgresql" or not _SCHEMA_NAME.match(schema)):
             raise ValueError(
                 f"schema: a lower-case SQL identifier, PostgreSQL only; got {schema!r} "
@@ -389,13 +382,16 @@ class ContactLedger:
             ) from None
 
     @classmethod
-    def for_store(cls, model_store: str | Path, cfg: LedgerConfig, **kwargs: Any) -> ContactLedger:
-        """The ledger a deployment uses: ``cfg.url`` if set, else a SQLite file in the model store.
+    def for_store(
+        cls, model_store: str | Path, cfg: LedgerConfig, limits: ContactLimits, **kwargs: Any
+    ) -> ContactLedger:
+        """The ledger a deployment uses: ``cfg.url`` if set, else a SQLite file in the model store;
+        it enforces ``limits`` (the profile's ``contract.limits``).
 
         A SQLite file cannot live in a bucket, so a remote model store needs an explicit URL.
         """
         if cfg.url:
-            return cls(cfg.url, cfg, **kwargs)
+            return cls(cfg.url, limits, **kwargs)
         store = str(model_store)
         if "://" in store and not store.startswith("file://"):
             raise ValueError(
@@ -405,7 +401,7 @@ class ContactLedger:
         folder = Path(store.removeprefix("file://")).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         return cls(
-            sa.URL.create("sqlite+pysqlite", database=str(folder / SQLITE_FILE)), cfg, **kwargs
+            sa.URL.create("sqlite+pysqlite", database=str(folder / SQLITE_FILE)), limits, **kwargs
         )
 
     def _create_tables(self) -> None:
@@ -471,25 +467,12 @@ class ContactLedger:
 
     def period_key(self, now: datetime) -> str:
         """The budget period containing ``now``, in UTC: ``2026-W07``, ``2026-02`` or ``2026-Q1``."""
-        now = _aware_utc(now)
-        if self.cfg.period == "week":
-            year, week, _ = now.isocalendar()
-            return f"{year}-W{week:02d}"
-        if self.cfg.period == "month":
-            return f"{now.year}-{now.month:02d}"
-        return f"{now.year}-Q{(now.month - 1) // 3 + 1}"
+        return contract.period_key(now, self.limits.period)
 
     def in_quiet_hours(self, now: datetime, timezone: str | None = None) -> bool:
-        """Whether ``now`` is inside quiet hours on the customer's local clock.
-
-        ``start > end`` wraps midnight (22-8 means 22:00-07:59); ``start == end`` means none.
-        """
-        zone = _zone(timezone, "timezone") if timezone else self._default_zone
-        hour = _aware_utc(now).astimezone(zone).hour
-        start, end = self.cfg.quiet_start_hour, self.cfg.quiet_end_hour
-        if start == end:
-            return False
-        return start <= hour < end if start < end else hour >= start or hour < end
+        """Whether ``now`` is inside the contract's quiet hours on the customer's local clock
+        (``timezone``, else ``contract.limits.default_timezone``)."""
+        return contract.in_quiet_hours(now, self.limits, timezone)
 
     def decide(
         self,
@@ -502,14 +485,14 @@ class ContactLedger:
         """Check the limits and record the decision in one transaction; replay a known request id.
 
         ``timezone`` is the customer's IANA zone (``Europe/Berlin``); none means
-        ``serving.ledger.default_timezone``. The decision is committed before this returns.
+        ``contract.limits.default_timezone``. The decision is committed before this returns.
         A request id seen before for a different customer is a ValueError, not a replay.
         """
         _check_id("request_id", request_id)
         _check_id("customer_id", customer_id)
         if not isinstance(proposal, Proposal):
             raise ValueError(f"proposal: expected a Proposal, got {type(proposal).__name__}")
-        now = _aware_utc(now)
+        now = aware_utc(now)
         quiet = self.in_quiet_hours(now, timezone)  # validates the zone before any write
         period = self.period_key(now)
         return self._write(
@@ -536,28 +519,28 @@ class ContactLedger:
             return _from_row(row, replay=True)
 
         cost = _to_micros(proposal.offer_cost)
-        blocked: list[str] = []
+        blocked: tuple[str, ...] = ()
         if proposal.contact:
-            if quiet:
-                blocked.append("quiet_hours")
             self._lock_row(conn, _LOCK_CUSTOMER, self._new_customer, customer_id)
             last, n_period = conn.execute(
                 _CUSTOMER_HISTORY, {"p_customer": customer_id, "p_period": period}
             ).one()
-            # A contact stamped later than `now` (a replica's clock ahead) also blocks: the gap
-            # is negative, so the ledger never lets two contacts land closer than the cooldown.
-            cooldown = timedelta(days=self.cfg.cooldown_days)
-            if cooldown and last is not None and now - last < cooldown:
-                blocked.append("cooldown")
-            if n_period >= self.cfg.fatigue_cap:
-                blocked.append("fatigue")
-            if blocked:  # no spend follows: reading without the lock is enough
+            # A contact stamped later than `now` (a replica's clock ahead) gives a negative gap,
+            # which the cooldown also blocks: two contacts never land closer than the cooldown.
+            since = None if last is None else contract.days_between(last, now)
+
+            def verdict(spent: int, charge: int) -> tuple[str, ...]:
+                # In micros, spend, cost and budget alike: the budget comparison is exact.
+                history = ContactHistory(since, int(n_period), spent)
+                return contract.breaches(
+                    history, charge, self.limits, budget=self._budget_micros, quiet=quiet
+                )
+
+            if verdict(0, 0):  # blocked already: no spend follows, reading unlocked is enough
                 spent = conn.execute(_READ_SPENT, {"key": period}).scalar()
             else:
                 spent = self._lock_row(conn, _LOCK_BUDGET, self._new_budget, period).spent_micros
-            spent = spent or 0
-            if spent + cost > self._budget_micros:
-                blocked.append("budget")
+            blocked = verdict(spent or 0, cost)
 
         contact = proposal.contact and not blocked
         values = {

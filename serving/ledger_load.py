@@ -7,24 +7,121 @@ attempt may still be in flight. Afterwards the invariants are checked from the t
 from what the threads saw: no lost decision, no period over budget, no two contacts of one customer
 inside the cooldown, no customer over the fatigue cap, no contact in quiet hours, every retry
 answered exactly as the first attempt.
+
+``check_invariants`` (the re-count from the tables) and ``retry_mismatches`` are what the serving
+benchmark checks too, on the ledger its transformer wrote.
 """
 
 from __future__ import annotations
 
+import operator
 import random
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from retention.contract import days_between
 from serving.ledger import MICROS, ContactLedger, LedgerDecision, Proposal
 
 ZONES = (None, "UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney")
 HORIZON_DAYS = 90
+_A = TypeVar("_A")
+
+
+@dataclass(frozen=True)
+class LedgerInvariants:
+    """The ledger's limits re-counted from its own rows (money in micros, so exact)."""
+
+    decisions: int
+    contacts: int
+    blocked: dict[str, int]
+    spend_by_period: dict[str, float]
+    budget_per_period: float
+    overspent_periods: list[str]
+    spend_counter_mismatches: list[str]  # the running spend differs from the rows' sum
+    cooldown_violations: int
+    min_gap_days: float | None  # the closest two contacts of one customer
+    fatigue_violations: int
+    quiet_hours_violations: int
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.overspent_periods
+            or self.spend_counter_mismatches
+            or self.cooldown_violations
+            or self.fatigue_violations
+            or self.quiet_hours_violations
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+def check_invariants(
+    ledger: ContactLedger, timezones: Mapping[str, str | None] | None = None
+) -> LedgerInvariants:
+    """Read every decision back and check the limits held: no period over budget (and the running
+    spend equal to the rows' sum), no two contacts of one customer inside the cooldown, none over
+    the fatigue cap in a period, none in quiet hours. ``timezones`` maps a request id to the zone
+    it named (missing: the ledger's default zone)."""
+    limits, zones = ledger.limits, timezones or {}
+    rows = ledger.decisions()
+    spend: dict[str, int] = defaultdict(int)
+    per_customer: dict[str, list[LedgerDecision]] = defaultdict(list)
+    blocked: dict[str, int] = defaultdict(int)
+    for d in rows:
+        for reason in d.blocked:
+            blocked[reason] += 1
+        if d.contact:
+            spend[ledger.period_key(d.decided_at)] += round(d.offer_cost * MICROS)
+            per_customer[d.customer_id].append(d)
+    budget = round(limits.budget_per_period * MICROS)
+    gaps: list[float] = []
+    fatigue = quiet = 0
+    for contacts in per_customer.values():
+        times = sorted(d.decided_at for d in contacts)
+        gaps += [days_between(a, b) for a, b in zip(times, times[1:], strict=False)]
+        per_period: dict[str, int] = defaultdict(int)
+        for d in contacts:
+            per_period[ledger.period_key(d.decided_at)] += 1
+            quiet += ledger.in_quiet_hours(d.decided_at, zones.get(d.request_id))
+        fatigue += sum(n > limits.fatigue_cap for n in per_period.values())
+    return LedgerInvariants(
+        decisions=len(rows),
+        contacts=sum(d.contact for d in rows),
+        blocked=dict(sorted(blocked.items())),
+        spend_by_period={p: s / MICROS for p, s in sorted(spend.items())},
+        budget_per_period=limits.budget_per_period,
+        overspent_periods=sorted(p for p, s in spend.items() if s > budget),
+        spend_counter_mismatches=sorted(
+            p for p, s in spend.items() if round(ledger.spent(p) * MICROS) != s
+        ),
+        cooldown_violations=sum(g < limits.cooldown_days for g in gaps),
+        min_gap_days=round(min(gaps), 4) if gaps else None,
+        fatigue_violations=fatigue,
+        quiet_hours_violations=quiet,
+    )
+
+
+def retry_mismatches(
+    answers: Iterable[tuple[str, _A]], same: Callable[[_A, _A], bool] = operator.eq
+) -> int:
+    """Request ids answered more than once where a later answer is not ``same`` as the first."""
+    first: dict[str, _A] = {}
+    wrong: set[str] = set()
+    for request_id, answer in answers:
+        if request_id not in first:
+            first[request_id] = answer
+        elif not same(first[request_id], answer):
+            wrong.add(request_id)
+    return len(wrong)
 
 
 @dataclass(frozen=True)
@@ -47,9 +144,9 @@ def _requests(
     periods = {ledger.period_key(start + timedelta(seconds=t)) for t in times}
     # Size offers so that demand left after quiet hours, cooldown and fatigue is about twice the
     # budget: the budget must bind, or "never overspent" would be checked vacuously.
-    per_customer = HORIZON_DAYS / max(ledger.cfg.cooldown_days, 1)
+    per_customer = HORIZON_DAYS / max(ledger.limits.cooldown_days, 1)
     allowed = min(n_requests * 0.85 * 0.55, n_customers * min(per_customer, 10) * 0.6)
-    unit = 2 * ledger.cfg.budget_per_period * len(periods) / max(allowed, 1) / 1.7
+    unit = 2 * ledger.limits.budget_per_period * len(periods) / max(allowed, 1) / 1.7
     tag = f"{seed}-{rng.getrandbits(32):08x}"
     out: list[_Request] = []
     for i, t in enumerate(times):
@@ -125,58 +222,26 @@ def run_ledger_load(
         t.join()
     elapsed = time.perf_counter() - t0
 
-    by_id: dict[str, list[LedgerDecision]] = defaultdict(list)
-    for chunk in answers:
-        for r, d in chunk:
-            by_id[r.request_id].append(d)
-    replays = sum(d.replay for ds in by_id.values() for d in ds)
-    replay_mismatches = sum(
-        any(not _same_answer(ds[0], d) for d in ds[1:]) for ds in by_id.values()
-    )
-
-    rows = ledger.decisions()
-    stored = {d.request_id: d for d in rows}
+    answered = [(r.request_id, d) for chunk in answers for r, d in chunk]
+    replays = sum(d.replay for _, d in answered)
     submitted = {r.request_id: r for r in requests}
+    inv = check_invariants(ledger, {i: r.timezone for i, r in submitted.items()})
+    stored = {d.request_id: d for d in ledger.decisions()}
     lost = sorted(set(submitted) - set(stored))
-    answered_wrong = sum(
-        not _same_answer(ds[0], stored[i]) for i, ds in by_id.items() if i in stored
-    )
-
-    cfg = ledger.cfg
-    spend: dict[str, int] = defaultdict(int)
-    per_customer: dict[str, list[LedgerDecision]] = defaultdict(list)
-    blocked: dict[str, int] = defaultdict(int)
-    for d in rows:
-        for reason in d.blocked:
-            blocked[reason] += 1
-        if d.contact:
-            spend[ledger.period_key(d.decided_at)] += round(d.offer_cost * MICROS)
-            per_customer[d.customer_id].append(d)
-    budget = round(cfg.budget_per_period * MICROS)
-    overspent = sorted(p for p, s in spend.items() if s > budget)
-    counter_mismatch = sorted(p for p, s in spend.items() if round(ledger.spent(p) * MICROS) != s)
-    cooldown = timedelta(days=cfg.cooldown_days)
-    cooldown_violations = fatigue_violations = quiet_violations = 0
-    for contacts in per_customer.values():
-        times = sorted(d.decided_at for d in contacts)
-        cooldown_violations += sum(b - a < cooldown for a, b in zip(times, times[1:], strict=False))
-        per_period: dict[str, int] = defaultdict(int)
-        for d in contacts:
-            per_period[ledger.period_key(d.decided_at)] += 1
-            if ledger.in_quiet_hours(d.decided_at, submitted[d.request_id].timezone):
-                quiet_violations += 1
-        fatigue_violations += sum(n > cfg.fatigue_cap for n in per_period.values())
+    # Each id's answers, then what the table holds for it: all must be the first answer.
+    recorded = [(i, stored[i]) for i in dict(answered) if i in stored]
+    replay_mismatches = retry_mismatches([*answered, *recorded], _same_answer)
 
     lat = np.array([x for chunk in latencies for x in chunk] or [0.0]) * 1000
     checks = {
         "lost": len(lost),
         "errors": len(errors),
-        "overspent_periods": len(overspent),
-        "spend_counter_mismatches": len(counter_mismatch),
-        "cooldown_violations": cooldown_violations,
-        "fatigue_violations": fatigue_violations,
-        "quiet_hours_violations": quiet_violations,
-        "replay_mismatches": replay_mismatches + answered_wrong,
+        "overspent_periods": len(inv.overspent_periods),
+        "spend_counter_mismatches": len(inv.spend_counter_mismatches),
+        "cooldown_violations": inv.cooldown_violations,
+        "fatigue_violations": inv.fatigue_violations,
+        "quiet_hours_violations": inv.quiet_hours_violations,
+        "replay_mismatches": replay_mismatches,
     }
     return {
         "ok": not any(checks.values()),
@@ -186,13 +251,13 @@ def run_ledger_load(
         "distinct_request_ids": len(submitted),
         "customers": n_customers,
         "threads": threads,
-        "rows": len(rows),
+        "rows": inv.decisions,
         "replays": replays,
-        "contacts": sum(d.contact for d in rows),
-        "blocked": dict(sorted(blocked.items())),
-        "budget_bound": blocked.get("budget", 0) > 0,
-        "spend_by_period": {p: s / MICROS for p, s in sorted(spend.items())},
-        "budget_per_period": cfg.budget_per_period,
+        "contacts": inv.contacts,
+        "blocked": inv.blocked,
+        "budget_bound": inv.blocked.get("budget", 0) > 0,
+        "spend_by_period": inv.spend_by_period,
+        "budget_per_period": inv.budget_per_period,
         "elapsed_s": round(elapsed, 3),
         "decisions_per_s": round(len(requests) / elapsed, 1) if elapsed > 0 else None,
         "latency_ms": {

@@ -33,25 +33,26 @@ def _klass(name: str):
     return None
 
 
+# The SDKs' container type strings: pattern (its group: the item type), Python type, the word
+# for it, its (key, item) pairs and the path of an item.
+_CONTAINERS = (
+    (re.compile(r"list\[(.+)\]"), list, "a list", enumerate, "{path}[{key}]"),
+    (re.compile(r"dict\(str, (.+)\)"), dict, "a mapping", dict.items, "{path}.{key}"),
+)
+
+
 def _check(value: Any, type_name: str, path: str, errors: list[str]) -> None:
     if value is None:
         return
-    m = re.fullmatch(r"list\[(.+)\]", type_name)
-    if m:
-        if not isinstance(value, list):
-            errors.append(f"{path}: expected a list")
+    for pattern, kind, word, items, child in _CONTAINERS:
+        m = pattern.fullmatch(type_name)
+        if m:
+            if not isinstance(value, kind):
+                errors.append(f"{path}: expected {word}")
+                return
+            for key, v in items(value):
+                _check(v, m.group(1), child.format(path=path, key=key), errors)
             return
-        for i, v in enumerate(value):
-            _check(v, m.group(1), f"{path}[{i}]", errors)
-        return
-    m = re.fullmatch(r"dict\(str, (.+)\)", type_name)
-    if m:
-        if not isinstance(value, dict):
-            errors.append(f"{path}: expected a mapping")
-            return
-        for k, v in value.items():
-            _check(v, m.group(1), f"{path}.{k}", errors)
-        return
     if type_name in _PRIMITIVES:
         want = _PRIMITIVES[type_name]
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):

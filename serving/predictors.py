@@ -1,9 +1,14 @@
-"""The five predictors, each a ``kserve.Model`` speaking V1 and V2.
+"""The predictors, one ``kserve.Model`` class per served model of the catalogue, V1 and V2.
 
-Each loads from a directory (the model store's ``production`` version, or the ``/mnt/models``
-that KServe's storage initializer fills from the InferenceService's ``storageUri``) and is
-``ready`` only once loaded. ``predict`` is async and runs the model in a worker thread, so a slow
-model never stalls the server's event loop (a known KServe pain with blocking predict).
+Each class is registered with ``@predictor_for(SERVICE)`` under its catalogue spec's service name;
+importing this module fails if a served spec has no class or a class names a service the
+catalogue does not serve, so the catalogue and the servable models cannot drift apart.
+
+Each loads from a directory (the model store's ``production`` version of ``spec.name``, or the
+``/mnt/models`` that KServe's storage initializer fills from the InferenceService's
+``storageUri``) and is ``ready`` only once loaded. ``predict`` is async and runs the model in a
+worker thread, so a slow model never stalls the server's event loop (a known KServe pain with
+blocking predict).
 
 Tabular predictors take partial rows: a feature the request lacks is missing (NaN) for the
 trees, which handle it natively, and the answer lists the features it had to do without.
@@ -13,14 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 from kserve import Model
 from kserve.errors import InvalidInput
 
+from retention import catalogue
+from retention.catalogue import ModelSpec
+from retention.config import Profile
+from retention.contract import N_LEVELS, ContactContract
 from serving.protocol import respond, rows_from
 
 
@@ -30,10 +40,23 @@ def _frame(rows: list[dict[str, Any]], features: list[str]) -> tuple[pd.DataFram
     return df.reindex(columns=features), missing
 
 
-class _Predictor(Model):
-    def __init__(self, name: str, model_dir: str | Path):
-        super().__init__(name)
+class Predictor(Model):
+    """A served model: its name is its catalogue service, its files one model-store folder."""
+
+    service: ClassVar[str]
+
+    def __init__(self, model_dir: str | Path):
+        super().__init__(self.service)
         self.model_dir = Path(model_dir)
+
+    @classmethod
+    def spec(cls) -> ModelSpec:
+        return catalogue.by_service(cls.service)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, model_dir: str | Path) -> Predictor:
+        """The predictor as the profile configures it (unloaded)."""
+        return cls(model_dir)
 
     async def predict(self, payload, headers=None, response_headers=None):
         rows = rows_from(payload)
@@ -44,8 +67,50 @@ class _Predictor(Model):
         raise NotImplementedError
 
 
-class RiskPredictor(_Predictor):
-    """P(churn within the period), calibrated, with the top SHAP factors of each row."""
+_P = TypeVar("_P", bound=type[Predictor])
+_REGISTRY: dict[str, type[Predictor]] = {}
+
+
+def predictor_for(service: str) -> Callable[[_P], _P]:
+    """Register a class as the predictor of the catalogue's served model ``service``."""
+    catalogue.by_service(service)  # an unknown service is a KeyError naming the known ones
+
+    def register(cls: _P) -> _P:
+        if service in _REGISTRY:
+            raise ValueError(
+                f"predictor {service!r}: both {_REGISTRY[service].__name__} and "
+                f"{cls.__name__} are registered for it"
+            )
+        cls.service = service
+        _REGISTRY[service] = cls
+        return cls
+
+    return register
+
+
+def check_complete(registry: Mapping[str, type[Predictor]]) -> None:
+    """Every served spec has exactly one predictor class, and no class serves anything else."""
+    catalogue.require_exactly(
+        "predictor classes for the served specs", registry, catalogue.services()
+    )
+
+
+def predictor_class(service: str) -> type[Predictor]:
+    try:
+        return _REGISTRY[service]
+    except KeyError:
+        raise KeyError(
+            f"unknown predictor {service!r} (known: {', '.join(catalogue.services())})"
+        ) from None
+
+
+def predictor_classes() -> dict[str, type[Predictor]]:
+    """Service name -> class, in catalogue order."""
+    return {s: _REGISTRY[s] for s in catalogue.services()}
+
+
+class BinaryPredictor(Predictor):
+    """A :class:`retention.models.binary.BinaryModel` saved by its trainer."""
 
     def load(self) -> bool:
         from retention.models.binary import BinaryModel
@@ -53,6 +118,11 @@ class RiskPredictor(_Predictor):
         self.model = BinaryModel.load(self.model_dir)
         self.ready = True
         return self.ready
+
+
+@predictor_for("risk")
+class RiskPredictor(BinaryPredictor):
+    """P(churn within the period), calibrated, with the top SHAP factors of each row."""
 
     def predict_rows(self, rows):
         df, missing = _frame(rows, self.model.pre.features)
@@ -64,15 +134,9 @@ class RiskPredictor(_Predictor):
         ]
 
 
-class AcceptPredictor(_Predictor):
-    """P(accept) at all four offer levels in one call."""
-
-    def load(self) -> bool:
-        from retention.models.binary import BinaryModel
-
-        self.model = BinaryModel.load(self.model_dir)
-        self.ready = True
-        return self.ready
+@predictor_for("accept")
+class AcceptPredictor(BinaryPredictor):
+    """P(accept) at every offer level in one call."""
 
     def predict_rows(self, rows):
         from retention.models.accept import OFFER, acceptance_curve
@@ -86,7 +150,8 @@ class AcceptPredictor(_Predictor):
         ]
 
 
-class PolicyPredictor(_Predictor):
+@predictor_for("policy")
+class PolicyPredictor(Predictor):
     """The PPO contact policy: action and the probability of each action component."""
 
     def load(self) -> bool:
@@ -121,7 +186,7 @@ class PolicyPredictor(_Predictor):
         out = []
         for i in range(len(x)):
             a = argmax_action(logits[i])
-            p = [float(probs[k][i, a[k]]) for k in range(3)]
+            p = [float(probs[k][i, a[k]]) for k in range(len(probs))]
             out.append(
                 {
                     "contact": int(a[0]),
@@ -135,17 +200,26 @@ class PolicyPredictor(_Predictor):
         return out
 
 
-class WriterPredictor(_Predictor):
+@predictor_for("writer")
+class WriterPredictor(Predictor):
     """The message writer's raw text; the caller shields it before anything is sent."""
 
-    def __init__(self, name: str, model_dir: str | Path, cache_dir: str | None = None):
-        super().__init__(name, model_dir)
+    def __init__(
+        self, model_dir: str | Path, contract: ContactContract, cache_dir: str | None = None
+    ):
+        super().__init__(model_dir)
+        self.contract = contract  # prompts state the offer in its words
         self.cache_dir = cache_dir
+
+    @classmethod
+    def from_profile(cls, profile: Profile, model_dir: str | Path) -> WriterPredictor:
+        # The base model is rebuilt (tiny) or converted (smollm2) into the profile's cache.
+        return cls(model_dir, profile.contract, cache_dir=profile.writer.model.cache_dir)
 
     def load(self) -> bool:
         from retention.messaging.writer import MessageWriter
 
-        self.writer = MessageWriter.load(self.model_dir, cache_dir=self.cache_dir)
+        self.writer = MessageWriter.load(self.model_dir, self.contract, cache_dir=self.cache_dir)
         self.ready = True
         return self.ready
 
@@ -157,14 +231,17 @@ class WriterPredictor(_Predictor):
             if not isinstance(r.get("facts"), dict):
                 raise InvalidInput(f"instances[{i}].facts: expected an object")
             level = r.get("offer_level")
-            if not isinstance(level, int) or not 0 <= level <= 3:
-                raise InvalidInput(f"instances[{i}].offer_level: expected an integer 0-3")
+            if not isinstance(level, int) or not 0 <= level < N_LEVELS:
+                raise InvalidInput(
+                    f"instances[{i}].offer_level: expected an integer 0-{N_LEVELS - 1}"
+                )
             facts.append(safe_facts(r["facts"])[0])
             levels.append(level)
         return [{"message": m} for m in self.writer.write(facts, levels)]
 
 
-class PhaseHealthPredictor(_Predictor):
+@predictor_for("phase-health")
+class PhaseHealthPredictor(Predictor):
     """Health of each journey phase (one row per phase) and overall."""
 
     def load(self) -> bool:
@@ -194,10 +271,4 @@ class PhaseHealthPredictor(_Predictor):
         return out
 
 
-PREDICTOR_CLASSES = {
-    "risk": RiskPredictor,
-    "accept": AcceptPredictor,
-    "policy": PolicyPredictor,
-    "writer": WriterPredictor,
-    "phase-health": PhaseHealthPredictor,
-}
+check_complete(_REGISTRY)

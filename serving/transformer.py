@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,7 +32,9 @@ from pydantic import (
     field_validator,
 )
 
+from retention import catalogue
 from retention.config import RetentionEnvConfig, ServingConfig
+from retention.contract import ContactContract, period_progress
 from retention.decision.observe import LiveCustomer, observation
 from retention.decision.rules import RuleDecision, business_as_usual, next_best_action, risk_level
 from retention.experiments.ab import assign_arm
@@ -43,6 +45,20 @@ from serving.ledger import ContactLedger, Proposal
 log = logging.getLogger(__name__)
 
 Scalar = str | int | float | bool | None
+
+
+def _service(model: str) -> str:
+    service = catalogue.spec(model).service
+    if service is None:
+        raise ValueError(f"the transformer calls {model!r}, which the catalogue does not serve")
+    return service
+
+
+# The predictors this orchestrator calls, by catalogue model: their names here (the predictor
+# URLs' keys, ``degraded``, the hop metrics) are the catalogue's service names.
+RISK, ACCEPT, PHASE_HEALTH, POLICY, WRITER = (
+    _service(m) for m in ("risk", "accept", "phase_health", "policy", "writer")
+)
 
 
 class CustomerFacts(BaseModel):
@@ -132,14 +148,17 @@ class RetentionTransformer(Model):
         predictor_urls: dict[str, str],
         ledger: ContactLedger,
         policy: PolicyContext,
+        contract: ContactContract,
         versions: dict[str, str] | None = None,
-        name: str = "retention",
+        name: str = catalogue.ORCHESTRATOR,
     ):
         super().__init__(name)
         self.cfg = cfg
         self.urls = predictor_urls
         self.ledger = ledger
         self.policy = policy
+        # Prices, messages and the shield follow it; the ledger enforces its limits.
+        self.contract = contract
         self.versions = versions or {}
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
@@ -206,12 +225,12 @@ class RetentionTransformer(Model):
         degraded: list[str] = []
 
         timeout = self.cfg.predictor_timeout_ms
-        calls = [self.call("risk", [features], timeout), self.call("accept", [features], timeout)]
+        calls = [self.call(RISK, [features], timeout), self.call(ACCEPT, [features], timeout)]
         if req.journey:
-            calls.append(self.call("phase-health", list(req.journey), timeout))
+            calls.append(self.call(PHASE_HEALTH, list(req.journey), timeout))
         hops = await asyncio.gather(*calls)
         risk_hop, accept_hop = hops[0], hops[1]
-        for name, hop in zip(("risk", "accept", "phase-health"), hops, strict=False):
+        for name, hop in zip((RISK, ACCEPT, PHASE_HEALTH), hops, strict=False):
             if not hop.ok:
                 degraded.append(name)
                 metrics.FALLBACKS.labels(name).inc()
@@ -242,9 +261,7 @@ class RetentionTransformer(Model):
                 "contact": decided.contact,
                 "offer_level": decided.offer_level if decided.contact else None,
                 "offer_discount_percent": (
-                    round(100 * self.policy.env.offer_discounts[decided.offer_level])
-                    if decided.contact
-                    else None
+                    self.contract.level(decided.offer_level).percent if decided.contact else None
                 ),
                 "followup_days": proposal.followup_days,
                 "source": proposal.source,
@@ -278,66 +295,52 @@ class RetentionTransformer(Model):
     ) -> Proposal:
         env = self.policy.env
         if arm == "control":
-            rule = business_as_usual(churn)
+            rule = business_as_usual(churn, self.contract)
             return self._proposal(rule, value, arm, 1.0, "bau")
         if churn is not None and accept is not None and self.policy.available:
             obs = observation(
                 self._live(facts.customer_id, churn, accept, value, now),
                 env,
+                self.contract,
                 self.policy.mean_value,
             )
-            hop = await self.call("policy", [{"observation": obs.tolist()}], timeout)
+            hop = await self.call(POLICY, [{"observation": obs.tolist()}], timeout)
             if hop.ok:
                 a = hop.rows[0]
                 rule = RuleDecision(
                     bool(a["contact"]), int(a["offer_level"]), int(a["followup_days"]), "policy"
                 )
                 return self._proposal(rule, value, arm, float(a["action_probability"]), "policy")
-            degraded.append("policy")
-            metrics.FALLBACKS.labels("policy").inc()
+            degraded.append(POLICY)
+            metrics.FALLBACKS.labels(POLICY).inc()
             log.warning("policy unavailable (%s): rules engine", hop.error)
-        elif "policy" not in degraded:
-            degraded.append("policy")
-        rule = next_best_action(churn, value, facts.tenure, self.policy.mean_value)
+        elif POLICY not in degraded:
+            degraded.append(POLICY)
+        rule = next_best_action(churn, value, facts.tenure, self.policy.mean_value, self.contract)
         return self._proposal(rule, value, arm, 1.0, "rules")
 
     def _proposal(self, rule: RuleDecision, value, arm, propensity, source) -> Proposal:
-        env = self.policy.env
-        cost = 0.0
-        if rule.contact:
-            # Charged as if accepted: the budget must hold in the worst case.
-            discount = env.offer_discounts[rule.offer_level] * value / 12.0 * env.offer_months
-            cost = env.contact_cost + discount
-        return Proposal(
-            contact=rule.contact,
-            offer_level=rule.offer_level,
-            offer_cost=float(cost),
-            followup_days=rule.followup_days,
-            arm=arm,
-            propensity=float(propensity),
-            source=source,
-        )
+        return make_proposal(rule, value, arm, propensity, source, self.contract)
 
     def _live(self, customer_id, churn, accept, value, now) -> LiveCustomer:
         """The customer as the policy saw customers in training, from the ledger's records."""
-        env, led = self.policy.env, self.ledger
+        env, led, limits = self.policy.env, self.ledger, self.contract.limits
         period = led.period_key(now)
         mine = [c for c in led.contacts(customer_id) if led.period_key(c.decided_at) == period]
         days = [(now - c.decided_at).days for c in mine]
         offer_active = any(
             c.offer_level > 0 and (now - c.decided_at).days < env.offer_effect_days for c in mine
         )
-        budget = self.cfg.ledger.budget_per_period
-        day = int(period_progress(now, self.cfg.ledger.period) * env.period_days)
+        day = int(period_progress(now, limits.period) * limits.period_days)
         return LiveCustomer(
             churn_risk=float(churn),
             accept_probs=tuple(float(x) for x in accept),
             value=value,
-            day=min(day, env.period_days - 1),
+            day=min(day, limits.period_days - 1),
             contacts=len(mine),
             days_since_contact=min(days) if days else None,
             offer_active=offer_active,
-            budget_left_share=1.0 - led.spent(period) / budget,
+            budget_left_share=1.0 - led.spent(period) / limits.budget_per_period,
         )
 
     async def message(self, facts: CustomerFacts, level: int, now, degraded):
@@ -352,37 +355,43 @@ class RetentionTransformer(Model):
         text = None
         if self.cfg.use_writer:
             hop = await self.call(
-                "writer", [{"facts": plain, "offer_level": level}], self.cfg.writer_timeout_ms
+                WRITER, [{"facts": plain, "offer_level": level}], self.cfg.writer_timeout_ms
             )
             if hop.ok:
                 text = hop.rows[0]["message"]
             else:
-                degraded.append("writer")
-                metrics.FALLBACKS.labels("writer").inc()
+                degraded.append(WRITER)
+                metrics.FALLBACKS.labels(WRITER).inc()
         if text is None:
-            text = template_message(plain, level)
+            text = template_message(plain, level, self.contract)
         t = time.perf_counter()
-        sent, verdict = shielded(text, plain, level, send_at=now)
+        sent, verdict = shielded(text, plain, level, self.contract, send_at=now)
         metrics.HOP_SECONDS.labels("shield").observe(time.perf_counter() - t)
         for v in verdict.violations:
             metrics.SHIELD_BLOCKS.labels(v.rule).inc()
         return sent, {**verdict.to_dict(), "replaced_by_template": sent != text}
 
 
-def period_progress(now: datetime, period: str) -> float:
-    """Share of the UTC budget period (ISO week, month or quarter) elapsed at ``now``."""
-    now = now.astimezone(UTC)
-    if period == "week":
-        start = (now - timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0,
-                                                               microsecond=0)  # fmt: skip
-        end = start + timedelta(days=7)
-    else:
-        months = 1 if period == "month" else 3
-        first = now.month if months == 1 else 3 * ((now.month - 1) // 3) + 1
-        start = now.replace(month=first, day=1, hour=0, minute=0, second=0, microsecond=0)
-        nm = first + months
-        end = start.replace(year=start.year + (nm - 1) // 12, month=(nm - 1) % 12 + 1)
-    return (now - start) / (end - start)
+def make_proposal(
+    rule: RuleDecision,
+    value: float,
+    arm: str,
+    propensity: float,
+    source: str,
+    contract: ContactContract,
+) -> Proposal:
+    """What the ledger is asked to allow, priced by the contract: a contact is charged as if its
+    offer were accepted (``contract.worst_case_cost``), so the budget holds in the worst case."""
+    cost = contract.worst_case_cost(rule.offer_level, value) if rule.contact else 0.0
+    return Proposal(
+        contact=rule.contact,
+        offer_level=rule.offer_level,
+        offer_cost=float(cost),
+        followup_days=rule.followup_days,
+        arm=arm,
+        propensity=float(propensity),
+        source=source,
+    )
 
 
 def _value(facts: CustomerFacts, mean_value: float) -> float:

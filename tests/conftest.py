@@ -4,24 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from retention import catalogue
 from retention.config import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
-PIPELINE_TASKS = (
-    "ingest",
-    "split",
-    "train-risk",
-    "train-accept",
-    "train-phase-health",
-    "train-ltv",
-    "ppo-decision",
-    "sft",
-    "rm",
-    "ppo-text",
-    "evaluate-gates",
-    "push",
-)
+PIPELINE_TASKS = catalogue.tasks()
 
 
 @pytest.fixture

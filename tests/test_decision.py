@@ -8,6 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from retention.config import DecisionConfig, Dual, LagrangeConfig, RetentionEnvConfig
+from retention.contract import ContactContract, ContactLimits
 from retention.decision.baselines import (
     AlwaysMaxOffer,
     GreedyKnapsack,
@@ -35,15 +36,22 @@ def book(n=200, seed=0, accept=None):
     return Book(rng.beta(1.2, 3, n), acc, rng.gamma(1.0, 300.0, n))
 
 
-def env_for(b, **params):
-    return RetentionEnv(make_env_config(b, RetentionEnvConfig(**params), seed=0))
+C = ContactContract()  # the default: 0/5/10/15 % for three bills, cooldown 14, cap 3, quarter
 
 
-def one_customer(churn=0.3, accept=1.0, value=1200.0, **params):
+def contract(contact_cost=0.2, **limits):
+    return ContactContract(contact_cost=contact_cost, limits=ContactLimits(**limits))
+
+
+def env_for(b, contract=C, **params):
+    return RetentionEnv(make_env_config(b, RetentionEnvConfig(**params), contract, seed=0))
+
+
+def one_customer(churn=0.3, accept=1.0, value=1200.0, contract=C, **params):
     b = Book(np.array([churn]), np.full((1, 4), accept), np.array([value]))
     params.setdefault("customers_per_episode", 1)
     params.setdefault("risk_volatility", 0.0)
-    return env_for(b, **params)
+    return env_for(b, contract, **params)
 
 
 def test_env_passes_gymnasium_check():
@@ -72,13 +80,15 @@ def test_churn_without_contact_follows_the_clock():
         done = False
         while not done:
             _, _, done, _, info = env.step([0, 0, 7])
-        assert info["episode_stats"]["churned"] == int(clock <= env.h0[0] * 90)
+        assert info["episode_stats"]["churned"] == int(clock <= env.h0[0] * env.period_days)
         churned += info["episode_stats"]["churned"]
     assert abs(churned / 400 - 0.4) < 0.08  # the risk model's probability, over the period
 
 
 def test_accepted_offer_cuts_the_hazard_and_costs_the_discount():
-    env = one_customer(churn=0.3, accept=1.0, value=1200.0, contact_cost=0.5, budget_share=1.0)
+    env = one_customer(
+        churn=0.3, accept=1.0, value=1200.0, contract=contract(contact_cost=0.5), budget_share=1.0
+    )
     env.reset(seed=0)
     _, reward, _, _, info = env.step([1, 3, 7])  # accept certain; 60 days of wait
     p = env.params
@@ -93,7 +103,10 @@ def test_accepted_offer_cuts_the_hazard_and_costs_the_discount():
 
 def test_without_the_shield_violations_happen_and_are_counted():
     env = one_customer(
-        accept=0.0, cooldown_days=14, fatigue_cap=2, budget_share=0.0001, shield=False
+        accept=0.0,
+        contract=contract(cooldown_days=14, fatigue_cap=2),
+        budget_share=0.0001,
+        shield=False,
     )
     env.set_lambdas({"budget": 0.0, "fatigue": 3.0, "cooldown": 2.0})
     env.reset(seed=0)
@@ -111,7 +124,9 @@ def test_without_the_shield_violations_happen_and_are_counted():
 
 
 def test_the_shield_refuses_breaches_and_charges_the_attempt():
-    env = one_customer(accept=0.0, cooldown_days=14, fatigue_cap=2, budget_share=0.01)
+    env = one_customer(
+        accept=0.0, contract=contract(cooldown_days=14, fatigue_cap=2), budget_share=0.01
+    )
     env.set_lambdas({"budget": 5.0, "fatigue": 3.0, "cooldown": 2.0})
     env.reset(seed=0)  # budget 12: two 0.2 contacts fit, a 15 % offer (45) does not
     _, r, _, _, info = env.step([1, 3, 0])
@@ -193,7 +208,11 @@ def test_baselines_keep_every_hard_limit():
     b = book(300)
     eps = held_out_episodes(len(b), 50, 4, 5)
     res = compare(
-        [AlwaysMaxOffer(), RiskThreshold(0.2, 2), GreedyKnapsack()], b, RetentionEnvConfig(), eps
+        [AlwaysMaxOffer(), RiskThreshold(0.2, 2), GreedyKnapsack()],
+        b,
+        RetentionEnvConfig(),
+        C,
+        eps,
     )
     for name, m in res.items():
         assert m["fatigue_violations"] == 0 and m["cooldown_violations"] == 0, name
@@ -230,8 +249,8 @@ def test_threshold_tuning_returns_the_best_grid_point():
     b = book(200)
     params = RetentionEnvConfig(customers_per_episode=40)
     eps = sampled_episodes(len(b), 40, 4, 1)
-    best = tune_threshold(b, params, eps, grid=3)
-    env = expected_env(b, params)
+    best = tune_threshold(b, params, C, eps, grid=3)
+    env = expected_env(b, params, C)
 
     def net(p):
         return np.mean([expected_net_revenue(p, env, e) for e in eps])
@@ -262,7 +281,7 @@ def test_exported_policy_loads_without_ray():
 
 
 def test_ppo_trains_and_the_export_matches_rllib(tmp_path):
-    from retention.decision.policy import ExportedPolicy
+    from retention.decision.policy import ExportedPolicy, check_contract
     from retention.decision.ppo import demonstrations, train_ppo
 
     cfg = DecisionConfig(
@@ -278,7 +297,7 @@ def test_ppo_trains_and_the_export_matches_rllib(tmp_path):
     )
     b = book(100)
     teacher = RiskThreshold(float(np.median(b.churn_prob)), 3)
-    res = train_ppo(cfg, b, 0, tmp_path, tmp_path / "model", teacher=teacher)
+    res = train_ppo(cfg, C, b, 0, tmp_path, tmp_path / "model", teacher=teacher)
     assert res.export_max_abs_diff < 1e-5
     assert len(res.history) == 2 and res.env_steps >= 600
     assert res.history[1]["lambdas"] != res.history[0]["lambdas"]  # the dual step ran
@@ -287,11 +306,12 @@ def test_ppo_trains_and_the_export_matches_rllib(tmp_path):
     assert res.selected_iteration == best["iteration"]
 
     pol = ExportedPolicy(tmp_path / "model")
+    check_contract(pol.meta, C)  # policy.json records the contract it was trained under
     probs = pol.probabilities(np.zeros((5, len(OBS_NAMES)), dtype=np.float32))
     assert [p.shape for p in probs] == [(5, 2), (5, 4), (5, 8)]
     assert all(np.allclose(p.sum(axis=1), 1.0) for p in probs)
     # The warm start imitates the teacher (and PPO moved it by at most two small steps).
-    obs, actions = demonstrations(teacher, b, cfg.env, sampled_episodes(100, 10, 5, 99))
+    obs, actions = demonstrations(teacher, b, cfg.env, C, sampled_episodes(100, 10, 5, 99))
     agree = np.mean([(pol.act(o) == a).all() for o, a in zip(obs, actions, strict=True)])
     assert agree > 0.8
     env = env_for(b, customers_per_episode=10)
@@ -299,11 +319,24 @@ def test_ppo_trains_and_the_export_matches_rllib(tmp_path):
     assert stats["customers"] == 10
 
 
-def test_serving_observation_matches_the_env_it_was_trained_on():
+MONTHLY = ContactContract(
+    offers=[
+        {"discount": 0, "months": 0},
+        {"discount": 0.1, "months": 2},
+        {"discount": 0.2, "months": 2},
+        {"discount": 0.3, "months": 2},
+    ],
+    limits=ContactLimits(period="month", cooldown_days=7, fatigue_cap=2),
+    contact_cost=1.0,
+)
+
+
+@pytest.mark.parametrize("contract", [C, MONTHLY], ids=["default", "monthly"])
+def test_serving_observation_matches_the_env_it_was_trained_on(contract):
     from retention.decision.observe import LiveCustomer, observation
 
     b = book(60, seed=4)
-    env = env_for(b, customers_per_episode=20)
+    env = env_for(b, contract, customers_per_episode=40)
     env.reset(seed=3)
     rng = np.random.default_rng(0)
     checked = 0
@@ -324,6 +357,7 @@ def test_serving_observation_matches_the_env_it_was_trained_on():
         got = observation(
             live,
             env.params,
+            env.contract,
             b.mean_value,
             customers_left=(len(env.idx) - env.i) / len(env.idx),
             period_budget=env.budget,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from retention import catalogue
+from retention.contract import ContactContract
 from retention.data import synthetic
 from tests.conftest import PIPELINE_TASKS, SHARED_DATA
 
@@ -21,23 +23,35 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     tmp, proc = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     prod = json.loads((tmp / "model-store" / "production").read_text())
-    assert set(prod["models"]) == {"risk", "accept", "phase_health", "ltv", "decision", "writer"}
+    assert set(prod["models"]) == {s.name for s in catalogue.released()}
     version = prod["models"]["risk"]
     model_dir = tmp / "model-store" / "risk" / version
     assert (model_dir / "model.json").is_file() and (model_dir / "preprocess.json").is_file()
-    policy_dir = tmp / "model-store" / "decision" / prod["models"]["decision"]
+    policy_dir = tmp / "model-store" / "policy" / prod["models"]["policy"]
     assert (policy_dir / "policy.pt").is_file() and (policy_dir / "policy.json").is_file()
-    assert "gate PASS: decision.fatigue_violations" in proc.stdout
+    assert "gate PASS: policy.fatigue_violations" in proc.stdout
     writer_dir = tmp / "model-store" / "writer" / prod["models"]["writer"]
     assert (writer_dir / "ppo_adapter" / "adapter_config.json").is_file()
     assert (writer_dir / "sft_adapter" / "adapter_config.json").is_file()
     assert "gate PASS: writer.violation_rate_after_shield" in proc.stdout
-    assert "gate PASS: risk.auc" in proc.stdout and "pushed release" in proc.stdout
+    assert "gate PASS: risk.test_auc" in proc.stdout and "pushed release" in proc.stdout
     reports = list((tmp / "runs").glob("*/evaluate-gates/report"))
     assert reports and "<img" in reports[0].read_text()
     assert "greedy_knapsack" in reports[0].read_text()  # the policy comparison table
+    (log,) = (tmp / "runs").glob("*/kfp.log")
     for task in PIPELINE_TASKS:
-        assert f"Task '{task}' finished with status" in _plain(proc.stderr + proc.stdout)
+        assert f"Task '{task}' finished with status SUCCESS" in _plain(log.read_text()), task
+    # The terminal: a start and an end line per task with its time, a time table, the log's
+    # path, and none of the executor JSON (the profile) that goes to the log.
+    import re
+
+    for task in PIPELINE_TASKS:
+        assert f"▶ {task}\n" in proc.stdout, task
+        assert re.search(rf"^✓ {re.escape(task)}\s+\d+\.\d s$", proc.stdout, re.M), task
+        assert re.search(rf"^  {re.escape(task)}\s+\d+\.\d\s+ok$", proc.stdout, re.M), task
+    assert str(log) in proc.stdout
+    assert '"config_json"' not in proc.stdout and "customers_per_episode" not in proc.stdout
+    assert len(proc.stdout.splitlines()) < 150
 
 
 def _plain(text: str) -> str:
@@ -53,9 +67,9 @@ def test_failed_gate_pushes_nothing_and_keeps_production(tiny_run):
     tmp, _ = tiny_run
     before = (tmp / "model-store" / "production").read_text()
     versions = sorted((tmp / "model-store" / "risk").iterdir())
-    proc = _run(["run", "--profile", "tiny", "--set", "gates.risk.min.auc=0.999"], cwd=tmp)
+    proc = _run(["run", "--profile", "tiny", "--set", "gates.risk.min.test_auc=0.999"], cwd=tmp)
     assert proc.returncode == 3
-    assert "gate FAIL: risk.auc" in proc.stdout and "misses >= 0.999 by" in proc.stdout
+    assert "gate FAIL: risk.test_auc" in proc.stdout and "misses >= 0.999 by" in proc.stdout
     assert "nothing pushed" in proc.stdout
     assert (tmp / "model-store" / "production").read_text() == before
     assert sorted((tmp / "model-store" / "risk").iterdir()) == versions
@@ -68,7 +82,7 @@ def test_config_error_exits_2_naming_the_key(tmp_path):
 
 
 def test_train_risk_on_a_csv_it_has_never_seen(tmp_path):
-    df = synthetic.bank_offers(1500, 3)
+    df = synthetic.bank_offers(1500, 3, ContactContract())
     df = df.rename(columns={"y": "subscribed"}).drop(columns=["contact_id"])
     data = tmp_path / "any.csv"
     df.to_csv(data, sep=";", index=False)
@@ -131,4 +145,4 @@ def test_telco_profile_trains_on_the_real_file(tmp_path):
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "gate PASS: risk.auc" in proc.stdout
+    assert "gate PASS: risk.test_auc" in proc.stdout

@@ -26,7 +26,7 @@ def test_ingest_reads_over_http(tiny, http_dir):
     write(folder / "c.csv", "customerID,tenure,MonthlyCharges,TotalCharges,Contract,Churn\n"
           "a,1,20,20,Month-to-month,Yes\nb,5,30,150,Two year,No\n")  # fmt: skip
     spec = tiny.data.customers.model_copy(update={"uri": f"{base}/c.csv"})
-    df, source = load_dataset("customers", spec, 0)
+    df, source = load_dataset("customers", spec, 0, tiny.contract)
     assert source.endswith("/c.csv") and df["Churn"].tolist() == [1, 0]
 
 

@@ -589,7 +589,7 @@ def test_compiled_pipeline_fits_the_cluster_and_the_images(tf, gcp, tmp_path):
 def test_rendered_inference_services_fit_the_cluster(tf, gcp):
     from retention.deploy.manifests import render
 
-    uris = {n: f"gs://bucket/models/{n}/1" for n in ("risk", "accept", "decision", "writer")}
+    uris = {n: f"gs://bucket/models/{n}/1" for n in ("risk", "accept", "policy", "writer")}
     docs = render(gcp, {"release": "r1", "uris": {**uris, "phase_health": "gs://bucket/ph/1"}})
     assert docs
     # KServe's mode names before and after 0.16 (annotation) against the one Terraform installs.

@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from retention.config import LedgerConfig
+from retention.contract import ContactLimits
 from serving.ledger import ContactLedger, LedgerDecision, Proposal
 from serving.ledger_load import run_ledger_load
 
@@ -75,14 +76,14 @@ def make_ledger(backend, tmp_path):
 
     def make(**overrides) -> ContactLedger:
         sync = overrides.pop("sqlite_synchronous", "FULL")
-        cfg = LedgerConfig(
+        limits = ContactLimits(
             **{"budget_per_period": 1000.0, "cooldown_days": 14, "fatigue_cap": 3, **overrides}
         )
         if backend == "sqlite":
             url = f"sqlite:///{tmp_path}/ledger-{len(made)}.sqlite"
-            ledger = ContactLedger(url, cfg, sqlite_synchronous=sync)
+            ledger = ContactLedger(url, limits, sqlite_synchronous=sync)
         else:
-            ledger = ContactLedger(PG_URL, cfg, schema=f"test_ledger_{uuid.uuid4().hex[:12]}")
+            ledger = ContactLedger(PG_URL, limits, schema=f"test_ledger_{uuid.uuid4().hex[:12]}")
         made.append(ledger)
         return ledger
 
@@ -301,10 +302,10 @@ _WORKER = """
 import sys, time
 from datetime import datetime
 from pathlib import Path
-from retention.config import LedgerConfig
+from retention.contract import ContactLimits
 from serving.ledger import ContactLedger, Proposal
 url, schema, sync_dir, name, t0 = sys.argv[1:6]
-led = ContactLedger(url, LedgerConfig(), **({"schema": schema} if schema else {}))
+led = ContactLedger(url, ContactLimits(), **({"schema": schema} if schema else {}))
 Path(sync_dir, name).touch()
 while len(list(Path(sync_dir).iterdir())) < 4:  # start together: the race is the point
     time.sleep(0.005)
@@ -365,10 +366,10 @@ def test_decision_survives_a_crash_right_after_it_is_returned(make_ledger, backe
     script = (
         "import os, sys\n"
         "from datetime import datetime, UTC\n"
-        "from retention.config import LedgerConfig\n"
+        "from retention.contract import ContactLimits\n"
         "from serving.ledger import ContactLedger, Proposal\n"
         f"kw = {{'schema': {schema}}} if {schema} else {{}}\n"
-        f"led = ContactLedger({url!r}, LedgerConfig(), **kw)\n"
+        f"led = ContactLedger({url!r}, ContactLimits(), **kw)\n"
         "p = Proposal(True, 1, 3.0, 7, 'control', 0.5, 'rules')\n"
         f"d = led.decide('r-crash', 'c9', p, datetime.fromisoformat({T0.isoformat()!r}), None)\n"
         "print(d.contact, flush=True)\n"
@@ -415,7 +416,7 @@ def test_export_of_an_empty_ledger_has_the_header(make_ledger, tmp_path):
 
 
 def test_bad_urls_name_the_field(tmp_path):
-    cfg = LedgerConfig()
+    cfg = ContactLimits()
     for url in ("not a url", "mysql://u@h/db", "sqlite://", "sqlite:///:memory:"):
         with pytest.raises(ValueError, match=r"serving\.ledger\.url"):
             ContactLedger(url, cfg)
@@ -424,14 +425,17 @@ def test_bad_urls_name_the_field(tmp_path):
 
 
 def test_for_store_uses_a_sqlite_file_in_a_local_store(tmp_path):
-    with ContactLedger.for_store(tmp_path / "store", LedgerConfig()) as ledger:
+    limits = ContactLimits()
+    with ContactLedger.for_store(tmp_path / "store", LedgerConfig(), limits) as ledger:
         assert ledger.dialect == "sqlite"
         ledger.decide("r1", "c1", offer(), T0, None)
     assert (tmp_path / "store" / "ledger.sqlite").is_file()
     with pytest.raises(ValueError, match=r"serving\.ledger\.url"):
-        ContactLedger.for_store("gs://bucket/models", LedgerConfig())
+        ContactLedger.for_store("gs://bucket/models", LedgerConfig(), limits)
     explicit = f"sqlite:///{tmp_path}/explicit.sqlite"
-    with ContactLedger.for_store("gs://bucket/models", LedgerConfig(url=explicit)) as ledger:
+    with ContactLedger.for_store(
+        "gs://bucket/models", LedgerConfig(url=explicit), limits
+    ) as ledger:
         assert ledger.url.database == f"{tmp_path}/explicit.sqlite"
 
 
@@ -439,4 +443,4 @@ def test_unreachable_postgres_names_the_field():
     from serving.ledger import LedgerUnavailableError
 
     with pytest.raises(LedgerUnavailableError, match=r"serving\.ledger\.url"):
-        ContactLedger("postgresql://nobody@127.0.0.1:1/none", LedgerConfig())
+        ContactLedger("postgresql://nobody@127.0.0.1:1/none", ContactLimits())

@@ -1,14 +1,18 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from retention.config import BinaryTrainerConfig, DatasetSpec, SplitConfig
+from retention.contract import ContactContract
 from retention.data import synthetic
 from retention.data.split import split_frame
 from retention.data.validate import validate_table
 from retention.models.binary import BinaryModel, Columns, train_binary
 from retention.models.calibration import choose_calibrator, fit_calibrator
+from retention.results import AcceptResult, BinaryResult, LtvResult, PhaseHealthResult
 
 CFG = BinaryTrainerConfig(n_estimators=150, learning_rate=0.1, cv_folds=3, bootstrap=100)
 SPEC = DatasetSpec(
@@ -53,19 +57,33 @@ def test_synthetic_signal_is_learnable_but_not_one_column(customers):
 
 def test_trainer_metrics(trained):
     model, metrics, curves, _ = trained
-    assert metrics["test_auc"] > 0.75
-    assert metrics["test_auc_ci_low"] < metrics["test_auc"] < metrics["test_auc_ci_high"]
-    assert 0 <= metrics["oof_ece"] < 0.08
-    assert len(metrics["cv_fold_auc"]) == 3
-    assert metrics["calibration"] in {"isotonic", "platt", "none"}
+    assert type(metrics) is BinaryResult
+    assert metrics.test_auc > 0.75
+    assert metrics.test_auc_ci_low < metrics.test_auc < metrics.test_auc_ci_high
+    assert 0 <= metrics.oof_ece < 0.08 and 0 < metrics.oof_brier < metrics.oof_log_loss
+    assert len(metrics.details["cv_fold_auc"]) == 3
+    assert metrics.cv_auc == pytest.approx(np.mean(metrics.details["cv_fold_auc"]))
+    assert metrics.calibration in {"isotonic", "platt", "none"}
+    assert set(metrics.details["hyperparameters"]) >= {"learning_rate", "max_depth"}
     assert np.isclose(model.threshold, 1 / 6)  # fp / (fp + fn) with costs 1 and 5
+    assert metrics.threshold == model.threshold
     assert curves["confusion"][0][0] + curves["confusion"][1][1] > 0
+    assert model.info["metrics"] == metrics.scalars()
+
+
+def test_result_round_trips_through_metrics_json(trained, tmp_path):
+    _, metrics, _, _ = trained
+    metrics.save(tmp_path / "metrics.json")
+    again = BinaryResult.load(tmp_path / "metrics.json")
+    assert again == metrics
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test_auc"] == metrics.test_auc and "cv_fold_auc" in saved["details"]
 
 
 def test_chosen_calibration_does_not_worsen_validation_log_loss(trained):
     _, metrics, _, _ = trained
-    scores = metrics["calibration_valid_log_loss"]
-    assert scores[metrics["calibration"]] <= scores["none"] + 1e-12
+    scores = metrics.details["calibration_valid_log_loss"]
+    assert scores[metrics.calibration] <= scores["none"] + 1e-12
 
 
 def test_calibration_fixes_a_miscalibrated_score():
@@ -113,7 +131,7 @@ def test_unseen_category_and_raw_strings_are_handled(trained):
 def test_accept_model_is_monotone_in_the_offer_level():
     from retention.models.accept import MONOTONE, acceptance_curve
 
-    offers = synthetic.bank_offers(3000, 11)
+    offers = synthetic.bank_offers(3000, 11, ContactContract())
     spec = DatasetSpec(target="y", positive="yes", labels=["yes", "no"], id_column="contact_id")
     df = validate_table(offers.astype(str), "synthetic", spec)
     parts = split_frame(df, spec, SplitConfig(), 42)
@@ -140,20 +158,63 @@ def test_bank_adapter_drops_duration_and_derives_offer_level():
     assert out["offer_level"].tolist() == [0, 3]
 
 
-def test_phase_health_models_drivers_and_grounded_summaries(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_splits(tmp_path_factory):
     from retention.config import load_profile
     from retention.data.ingest import ingest
     from retention.data.split import split
-    from retention.models.phase_health import PHASES, score_customer, train_phase_health
 
     profile = load_profile("tiny")
-    ingest(profile, tmp_path / "ds")
-    split(profile, tmp_path / "ds", tmp_path / "sp")
-    m = train_phase_health(profile, tmp_path / "sp", tmp_path / "ph")
-    assert set(m["phases"]) == set(PHASES)
-    assert m["test_auc"] > 0.6
-    journey = pd.read_parquet(tmp_path / "ds" / "journey.parquet")
-    for phase, v in m["phases"].items():
+    d = tmp_path_factory.mktemp("tiny")
+    ingest(profile, d / "ds")
+    split(profile, d / "ds", d / "sp")
+    return profile, d / "sp"
+
+
+def test_binary_trainers_return_their_catalogue_result(tiny_splits, tmp_path):
+    from typing import get_type_hints
+
+    from retention import catalogue
+    from retention.models.binary_trainers import TRAINERS, train_named
+
+    binary = [s for s in catalogue.CATALOGUE if s.component == "train_binary"]
+    assert {s.name for s in binary} == set(TRAINERS)
+    for s in binary:
+        assert get_type_hints(TRAINERS[s.name])["return"] is s.result, s.name
+    profile, splits = tiny_splits
+    accept = train_named("accept", profile, splits, tmp_path / "accept")
+    assert type(accept) is AcceptResult and accept.monotone_violations == 0
+    levels = accept.details["mean_accept_by_level"]
+    assert len(levels) == len(profile.contract.offers) and levels == sorted(levels)
+    assert AcceptResult.load(tmp_path / "accept" / "metrics.json") == accept
+    assert (tmp_path / "accept" / "model" / "model.json").is_file()
+    with pytest.raises(KeyError, match="no binary trainer for model 'ltv'"):
+        train_named("ltv", profile, splits, tmp_path / "x")
+
+
+def test_ltv_trainer_returns_its_typed_result(tiny_splits, tmp_path):
+    from retention.models.ltv import train_ltv
+
+    profile, splits = tiny_splits
+    r = train_ltv(profile, splits, tmp_path / "ltv")
+    assert type(r) is LtvResult and r.chosen in {"hurdle_glm", "lightgbm_tweedie"}
+    assert r.test_abs_revenue_error == pytest.approx(abs(r.test_revenue_error))
+    assert set(r.details["valid_tweedie_deviance"]) == {"hurdle_glm", "lightgbm_tweedie"}
+    assert LtvResult.load(tmp_path / "ltv" / "metrics.json") == r
+    assert (tmp_path / "ltv" / "model" / "ltv.json").is_file()
+
+
+def test_phase_health_models_drivers_and_grounded_summaries(tiny_splits, tmp_path):
+    from retention.models.phase_health import PHASES, score_customer, train_phase_health
+
+    profile, splits = tiny_splits
+    m = train_phase_health(profile, splits, tmp_path / "ph")
+    assert set(m.details["phases"]) == set(PHASES) and m.details["phase_order"] == list(PHASES)
+    assert m.test_auc > 0.6
+    assert m.test_min_phase_auc == min(v["test_auc"] for v in m.details["phases"].values())
+    assert PhaseHealthResult.load(tmp_path / "ph" / "metrics.json") == m
+    journey = pd.read_parquet(splits.parent / "ds" / "journey.parquet")
+    for phase, v in m.details["phases"].items():
         rows = journey[journey["phase"] == phase]
         # The summary's healthy share is the data's, not an invented number.
         assert f"{rows['health'].mean():.0%} of customers are healthy" in v["summary"]

@@ -1,7 +1,5 @@
 """PPO for text: the arithmetic by hand, the KL controller, and one real update on tiny models."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -77,6 +75,7 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     from retention.messaging.ppo_text import train_ppo_text
     from retention.messaging.reward import train_rm
     from retention.messaging.sft import eval_examples, train_sft
+    from retention.results import WriterResult
 
     profile = load_profile("tiny", overrides=[
         "writer.sft.steps=2", "writer.sft.examples=16", "writer.sft.eval_prompts=3",
@@ -91,18 +90,20 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     from retention.messaging.ppo_text import load_reward_model
     from retention.messaging.reward import EVAL_SEED_OFFSET, pairwise_accuracy
 
-    held_out = preference_pairs(4, profile.seed + EVAL_SEED_OFFSET)
+    held_out = preference_pairs(4, profile.seed + EVAL_SEED_OFFSET, profile.contract)
     again = pairwise_accuracy(load_reward_model(profile, tmp_path / "rm"), held_out)
-    assert again["accuracy"] == rm_metrics["accuracy"]
-    assert again["mean_margin"] == pytest.approx(rm_metrics["mean_margin"], rel=0.05, abs=1e-3)
+    assert again["accuracy"] == rm_metrics.accuracy
+    assert again["mean_margin"] == pytest.approx(rm_metrics.mean_margin, rel=0.05, abs=1e-3)
     m = train_ppo_text(profile, tmp_path / "sft", tmp_path / "rm", tmp_path / "ppo")
-    assert m["updates"] == 2 and 0.0 <= m["win_rate_rm"] <= 1.0
-    assert 0.0 <= m["win_rate_checklist"] <= 1.0
+    assert m.updates == 2 and 0.0 <= m.win_rate_rm <= 1.0
+    assert 0.0 <= m.win_rate_checklist <= 1.0
     # A random tiny model fails every check; the shield's fallback passes every one.
-    assert m["violation_rate_before_shield"] == 1.0 and m["violation_rate_after_shield"] == 0.0
-    assert m["final_kl_coef"] != 0.1  # the controller moved
-    saved = json.loads((tmp_path / "ppo" / "metrics.json").read_text())
-    assert len(saved["history"]) == 2 and np.isfinite(saved["history"][-1]["pg_loss"])
+    assert m.violation_rate_before_shield == 1.0 and m.violation_rate_after_shield == 0.0
+    assert m.final_kl_coef != 0.1  # the controller moved
+    saved = WriterResult.load(tmp_path / "ppo" / "metrics.json")
+    assert saved == m
+    history = saved.details["history"]
+    assert len(history) == 2 and np.isfinite(history[-1]["pg_loss"])
     model = tmp_path / "ppo" / "model"
     assert (model / "ppo_adapter" / "adapter_config.json").is_file()
     assert (model / "sft_adapter" / "adapter_config.json").is_file()
@@ -110,12 +111,12 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     # PPO policy that was just evaluated.
     from retention.messaging.writer import MessageWriter, WriterLoadError
 
-    writer = MessageWriter.load(model, max_new_tokens=6)
+    writer = MessageWriter.load(model, profile.contract, max_new_tokens=6)
     assert writer.write([{"name": "Sam", "plan": "Pro"}], [2]) == writer.write(
         [{"name": "Sam", "plan": "Pro"}], [2]
     )
     assert (
-        saved["samples"][0]
+        saved.details["samples"][0]
         == writer.write(
             [ex.facts for ex in eval_examples(profile)[:1]],
             [ex.offer_level for ex in eval_examples(profile)[:1]],
@@ -124,7 +125,7 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     text, n_new, seconds = writer.timed_write({"name": "Sam"}, 1)
     assert 0 < n_new <= 6 and seconds > 0
     with pytest.raises(WriterLoadError, match="writer.json is missing"):
-        MessageWriter.load(tmp_path / "rm")
+        MessageWriter.load(tmp_path / "rm", profile.contract)
 
 
 def test_bf16_only_where_the_hardware_has_it(monkeypatch):

@@ -6,9 +6,11 @@ import pytest
 pytest.importorskip("trl")
 
 from retention.config import WriterModelConfig, load_profile  # noqa: E402
+from retention.contract import ContactContract  # noqa: E402
 from retention.messaging.base_model import load_base  # noqa: E402
 from retention.messaging.data import examples  # noqa: E402
 from retention.messaging.reward import RewardScorer, train_rm  # noqa: E402
+from retention.results import RewardResult  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +21,14 @@ def scorer(tmp_path_factory):
 
 
 def test_scorer_text_is_the_chat_template_with_the_message_as_assistant_turn(scorer):
-    ex = examples(1, 0)[0]
+    ex = examples(1, 0, ContactContract())[0]
     text = scorer.text(ex.prompt(), ex.message)
     assert text.rstrip().endswith(ex.message + "<|im_end|>")
     assert "<|im_start|>assistant" in text and "<|im_start|>system" in text
 
 
 def test_padding_in_a_batch_does_not_change_a_score(scorer):
-    items = examples(3, 1)
+    items = examples(3, 1, ContactContract())
     prompts = [e.prompt() for e in items]
     msgs = [items[0].message, items[1].message + " Thanks again for everything.", "Hi."]
     together = scorer.score(prompts, msgs)
@@ -46,8 +48,9 @@ def test_rm_trains_and_reports_held_out_accuracy_by_rule(tmp_path):
         ],
     )
     m = train_rm(profile, tmp_path / "rm")
-    assert 0.0 <= m["accuracy"] <= 1.0 and m["eval_pairs"] == 12
-    assert set(m["accuracy_by_rule"]) <= {
+    assert isinstance(m, RewardResult) and 0.0 <= m.accuracy <= 1.0 and m.eval_pairs == 12
+    assert RewardResult.load(tmp_path / "rm" / "metrics.json") == m
+    assert set(m.details["accuracy_by_rule"]) <= {
         "missing_name", "missing_offer", "wrong_offer", "length", "pressure", "false_promise",
         "profanity",
     }  # fmt: skip

@@ -1,9 +1,10 @@
 """retention.messaging.shield on adversarial inputs: every rule, named."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from retention.contract import ContactContract, ContactLimits
 from retention.messaging.shield import (
     NEUTRAL_NAME,
     check_message,
@@ -15,6 +16,7 @@ from retention.messaging.shield import (
 FACTS = {"name": "Sam", "plan": "Pro", "tenure": 17, "timezone": "Europe/Berlin"}
 GOOD = "Hi Sam, thanks for 17 months with us on Pro. Enjoy 10% off your next three bills, just reply YES."
 NOON_BERLIN = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
+C = ContactContract()  # the default contract: 0/5/10/15 % for three bills, quiet 22:00-08:00
 
 
 def rules(result):
@@ -22,7 +24,7 @@ def rules(result):
 
 
 def test_a_good_message_passes():
-    r = check_message(GOOD, FACTS, 2, send_at=NOON_BERLIN)
+    r = check_message(GOOD, FACTS, 2, C, send_at=NOON_BERLIN)
     assert r.passed, r.violations
     assert r.to_dict() == {"passed": True, "violations": []}
 
@@ -71,21 +73,21 @@ def test_a_good_message_passes():
     ],
 )
 def test_each_rule_is_named(text, rule):
-    r = check_message(text, FACTS, 2)
+    r = check_message(text, FACTS, 2, C)
     assert not r.passed and rule in rules(r), r.violations
 
 
 def test_wrong_discount_for_the_decision():
-    r = check_message(GOOD.replace("10%", "15%"), FACTS, 2)
+    r = check_message(GOOD.replace("10%", "15%"), FACTS, 2, C)
     assert rules(r) == ["missing_offer", "wrong_offer"]
     # Level 0 is a contact without a discount: any percentage is wrong.
-    assert "wrong_offer" in rules(check_message(GOOD, FACTS, 0))
+    assert "wrong_offer" in rules(check_message(GOOD, FACTS, 0, C))
 
 
 def test_percent_spelled_out_counts():
     text = GOOD.replace("10%", "10 percent")
-    assert check_message(text, FACTS, 2).passed
-    assert "wrong_offer" in rules(check_message(GOOD.replace("10%", "50 per cent"), FACTS, 2))
+    assert check_message(text, FACTS, 2, C).passed
+    assert "wrong_offer" in rules(check_message(GOOD.replace("10%", "50 per cent"), FACTS, 2, C))
 
 
 @pytest.mark.parametrize(
@@ -98,27 +100,27 @@ def test_percent_spelled_out_counts():
 )
 def test_unicode_tricks_do_not_hide_a_banned_phrase(trick):
     text = f"Hi Sam, your 10% off the next three bills on Pro is {trick}, just reply YES."
-    assert "false_promise" in rules(check_message(text, FACTS, 2))
+    assert "false_promise" in rules(check_message(text, FACTS, 2, C))
 
 
 def test_bidi_controls_are_a_violation():
     text = GOOD.replace("Enjoy", "\u202eEnjoy")
-    assert "unicode" in rules(check_message(text, FACTS, 2))
+    assert "unicode" in rules(check_message(text, FACTS, 2, C))
 
 
 def test_quiet_hours_in_the_customers_time_zone():
     late_berlin = datetime(2026, 11, 23, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
-    assert "quiet_hours" in rules(check_message(GOOD, FACTS, 2, send_at=late_berlin))
+    assert "quiet_hours" in rules(check_message(GOOD, FACTS, 2, C, send_at=late_berlin))
     tokyo = {**FACTS, "timezone": "Asia/Tokyo"}  # 11:00 UTC is 20:00 in Tokyo
-    assert check_message(GOOD, tokyo, 2, send_at=NOON_BERLIN).passed
+    assert check_message(GOOD, tokyo, 2, C, send_at=NOON_BERLIN).passed
     early = datetime(2026, 11, 23, 6, 59, tzinfo=UTC)  # 07:59 in Berlin
-    assert "quiet_hours" in rules(check_message(GOOD, FACTS, 2, send_at=early))
+    assert "quiet_hours" in rules(check_message(GOOD, FACTS, 2, C, send_at=early))
     with pytest.raises(ValueError, match="timezone-aware"):
-        check_message(GOOD, FACTS, 2, send_at=datetime(2026, 11, 23, 12, 0))
+        check_message(GOOD, FACTS, 2, C, send_at=datetime(2026, 11, 23, 12, 0))
 
 
 def test_another_customers_name_is_caught():
-    r = check_message(GOOD.replace("three bills", "three bills, like Priya"), FACTS, 2,
+    r = check_message(GOOD.replace("three bills", "three bills, like Priya"), FACTS, 2, C,
                       other_customers=["Priya", "Sam"])  # fmt: skip
     assert [v.detail for v in r.violations] == ["names another customer ('Priya')"]
 
@@ -139,11 +141,11 @@ def test_injection_in_any_text_field_is_dropped_before_prompting(field):
 
 def test_an_injected_name_never_changes_the_offer_or_gets_echoed():
     facts = {**FACTS, "name": INJECTION}
-    msg = template_message(facts, 2)
+    msg = template_message(facts, 2, C)
     assert "90" not in msg and "Ignore" not in msg and "10%" in msg
-    assert check_message(msg, facts, 2).passed
+    assert check_message(msg, facts, 2, C).passed
     echoed = f"Hi {INJECTION}: thanks for being with us on Pro, enjoy 10% off your next bills."
-    assert {"echoes_unsafe_field", "wrong_offer"} <= set(rules(check_message(echoed, facts, 2)))
+    assert {"echoes_unsafe_field", "wrong_offer"} <= set(rules(check_message(echoed, facts, 2, C)))
 
 
 @pytest.mark.parametrize("name", ["Zoë", "Jean-Luc", "O'Brien", "Nguyễn Văn An", "Ana María"])
@@ -155,19 +157,36 @@ def test_real_names_pass(name):
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
 def test_template_message_always_passes(level):
     for facts in (FACTS, {"name": "Ana María"}, {"name": INJECTION, "plan": "<b>x</b>"}):
-        msg = template_message(facts, level)
-        assert check_message(msg, facts, level).passed, (msg, check_message(msg, facts, level))
+        msg = template_message(facts, level, C)
+        assert check_message(msg, facts, level, C).passed, (
+            msg,
+            check_message(msg, facts, level, C),
+        )
 
 
 def test_offer_level_outside_the_range_is_refused():
     with pytest.raises(ValueError, match="offer_level must be 0-3"):
-        check_message(GOOD, FACTS, 7)
+        check_message(GOOD, FACTS, 7, C)
 
 
 def test_shielded_sends_the_message_or_the_template():
-    sent, verdict = shielded(GOOD, FACTS, 2, send_at=NOON_BERLIN)
+    sent, verdict = shielded(GOOD, FACTS, 2, C, send_at=NOON_BERLIN)
     assert sent == GOOD and verdict.passed
     bad = GOOD.replace("10%", "90%")
-    sent, verdict = shielded(bad, FACTS, 2)
-    assert not verdict.passed and sent == template_message(FACTS, 2)
-    assert check_message(sent, FACTS, 2).passed
+    sent, verdict = shielded(bad, FACTS, 2, C)
+    assert not verdict.passed and sent == template_message(FACTS, 2, C)
+    assert check_message(sent, FACTS, 2, C).passed
+
+
+def test_quiet_hours_and_the_default_zone_are_the_contracts():
+    evening = ContactContract(
+        limits=ContactLimits(quiet_start_hour=20, quiet_end_hour=6, default_timezone="Asia/Tokyo")
+    )
+    at = datetime(2026, 11, 23, 19, 30, tzinfo=UTC)  # 20:30 in Berlin, 04:30 in Tokyo
+    assert check_message(GOOD, FACTS, 2, C, send_at=at).passed  # 22-8 by default
+    (v,) = check_message(GOOD, FACTS, 2, evening, send_at=at).violations
+    assert (v.rule, v.detail) == ("quiet_hours", "20:00-06:00 in Europe/Berlin")
+    no_zone = {k: x for k, x in FACTS.items() if k != "timezone"}
+    (v,) = check_message(GOOD, no_zone, 2, evening, send_at=at).violations
+    assert v.detail == "20:00-06:00 in Asia/Tokyo"
+    assert check_message(GOOD, no_zone, 2, evening, send_at=at + timedelta(hours=5)).passed  # 09:30

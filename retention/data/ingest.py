@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from retention.config import DatasetSpec, Profile
+from retention.contract import ContactContract
 from retention.data import synthetic
 from retention.data.validate import parse_table, validate_table
 from retention.fileio import atomic_dir, read_bytes, write_json
@@ -19,14 +20,17 @@ from retention.fileio import atomic_dir, read_bytes, write_json
 MANIFEST = "manifest.json"
 
 
-def load_dataset(name: str, spec: DatasetSpec, seed: int) -> tuple[pd.DataFrame, str]:
-    """One validated table and a description of where it came from."""
+def load_dataset(
+    name: str, spec: DatasetSpec, seed: int, contract: ContactContract
+) -> tuple[pd.DataFrame, str]:
+    """One validated table and a description of where it came from (synthetic offers and
+    messages follow ``contract``)."""
     if spec.uri:
         raw = read_bytes(spec.uri)
         df = parse_table(raw, spec.uri, spec)
         source = spec.uri
     else:
-        df = synthetic.generate(name, spec.rows, seed)
+        df = synthetic.generate(name, spec.rows, seed, contract)
         source = f"synthetic:{name}(rows={spec.rows}, seed={seed})"
         # Round-trip through strings like a CSV so synthetic and real data take the same path.
         df = df.astype(str).replace({"nan": "", "NaT": ""})
@@ -37,7 +41,7 @@ def ingest(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
     tables: dict[str, pd.DataFrame] = {}
     manifest: dict[str, Any] = {"profile": profile.name, "datasets": {}}
     for i, (name, spec) in enumerate(profile.data.items()):
-        df, source = load_dataset(name, spec, profile.seed + i)
+        df, source = load_dataset(name, spec, profile.seed + i, profile.contract)
         tables[name] = df
         info: dict[str, Any] = {"source": source, "rows": len(df), "columns": list(df.columns)}
         if spec.target:

@@ -4,6 +4,9 @@ Every table carries signal spread over many columns through a latent logit plus 
 learn it but no single column separates the classes. The coefficients follow the directions reported
 for the public datasets (month-to-month contracts, fibre and electronic checks churn more; long tenure
 and support add-ons churn less; bigger offers are accepted more often).
+
+The offers and messages tables follow the profile's contact contract (``retention.contract``):
+acceptance grows with each level's discount, and a message states the contract's words for it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from retention.contract import ContactContract
+
 PHASES = ("Learn", "Buy", "Get", "Use", "Pay", "Renew")
 
 FIRST_NAMES = (
@@ -21,6 +26,25 @@ FIRST_NAMES = (
 )  # fmt: skip
 PLANS = ("Basic", "Plus", "Pro")
 TIMEZONES = ("Europe/Berlin", "America/New_York", "America/Los_Angeles", "Asia/Tokyo", "UTC")
+# A reference message: opener, body, then the offer line (or a check-in for level 0).
+OPENERS = ("Hi {n},", "Hello {n},", "Dear {n},", "Hey {n},")
+BODIES = (
+    " thanks for {t} months with us on {p}.",
+    " we value your {t} months on the {p} plan.",
+    " it has been {t} months since you joined {p}.",
+)
+CHECK_INS = (
+    " If you have a minute, tell us how we can help.",
+    " Just reply if anything could be better.",
+)
+OFFER_LINES = (
+    " Enjoy {offer}, just reply YES.",
+    " Here is {offer} if you stay.",
+    " Stay with us and get {offer}.",
+    " Enjoy {offer}.",
+)
+# Log-odds of acceptance per unit of discount: 0.45 per 5 points, as the default levels had.
+ACCEPT_PER_DISCOUNT = 9.0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -120,8 +144,22 @@ def telco_customers(n: int, seed: int) -> pd.DataFrame:
     )
 
 
-def bank_offers(n: int, seed: int) -> pd.DataFrame:
-    """A Bank-Marketing-like contact table with an explicit ``offer_level`` 0–3 and ``y`` yes/no."""
+def reference_message(
+    name: str, tenure: int, plan: str, offer_level: int, contract: ContactContract, rng
+) -> str:
+    """A message that passes the shield: greeting, tenure, and the contract's words for the offer."""
+    offer = contract.offer_phrase(offer_level)
+    tail = str(rng.choice(OFFER_LINES)).format(offer=offer) if offer else str(rng.choice(CHECK_INS))
+    return (
+        str(rng.choice(OPENERS)).format(n=name)
+        + str(rng.choice(BODIES)).format(t=tenure, p=plan)
+        + tail
+    )
+
+
+def bank_offers(n: int, seed: int, contract: ContactContract) -> pd.DataFrame:
+    """A Bank-Marketing-like contact table with an explicit ``offer_level`` 0–3 and ``y`` yes/no;
+    acceptance grows with the contract's discount of the level."""
     rng = np.random.default_rng(seed)
     age = np.clip(rng.normal(40, 10, n), 18, 95).round().astype(int)
     job = rng.choice(
@@ -147,7 +185,7 @@ def bank_offers(n: int, seed: int) -> pd.DataFrame:
     offer = rng.choice(4, n, p=[0.4, 0.3, 0.2, 0.1])
     logit = (
         -2.6
-        + 0.45 * offer
+        + ACCEPT_PER_DISCOUNT * np.asarray(contract.discounts)[offer]
         + 1.7 * (poutcome == "success")
         - 0.35 * (euribor - 3.5)
         + 0.6 * np.isin(job, ["retired", "student"])
@@ -235,33 +273,17 @@ def orders(n_customers: int, seed: int) -> pd.DataFrame:
     )
 
 
-def messages(n: int, seed: int) -> pd.DataFrame:
+def messages(n: int, seed: int, contract: ContactContract) -> pd.DataFrame:
     """Customer facts plus a decision, and a reference message written for them."""
     rng = np.random.default_rng(seed)
     names = rng.choice(FIRST_NAMES, n)
     plans = rng.choice(PLANS, n)
     tenure = rng.integers(1, 72, n)
     offer = rng.choice(4, n, p=[0.25, 0.35, 0.25, 0.15])
-    openers = ("Hi {n},", "Hello {n},", "Dear {n},", "Hey {n},")
-    bodies = (
-        " thanks for {t} months with us on {p}.",
-        " we value your {t} months on the {p} plan.",
-        " it has been {t} months since you joined {p}.",
-    )
-    offers_txt = (
-        " If you have a minute, tell us how we can help.",
-        " Enjoy {d}% off your next bill, just reply YES.",
-        " Here is {d}% off your next three bills if you stay.",
-        " Stay with us and get {d}% off for six months.",
-    )
-    texts = []
-    for i in range(n):
-        d = (0, 5, 10, 15)[offer[i]]
-        texts.append(
-            rng.choice(openers).format(n=names[i])
-            + rng.choice(bodies).format(t=tenure[i], p=plans[i])
-            + offers_txt[offer[i]].format(d=d)
-        )
+    texts = [
+        reference_message(names[i], tenure[i], plans[i], int(offer[i]), contract, rng)
+        for i in range(n)
+    ]
     return pd.DataFrame(
         {
             "example_id": _ids("M-", n),
@@ -275,20 +297,22 @@ def messages(n: int, seed: int) -> pd.DataFrame:
     )
 
 
-GENERATORS: dict[str, Callable[[int, int], pd.DataFrame]] = {
+GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {
     "customers": telco_customers,
     "offers": bank_offers,
     "journey": journey,
     "orders": orders,
     "messages": messages,
 }
+# The tables whose offers are the contract's; the others take only (rows, seed).
+CONTRACT_TABLES = ("offers", "messages")
 
 
-def generate(name: str, rows: int, seed: int) -> pd.DataFrame:
+def generate(name: str, rows: int, seed: int, contract: ContactContract) -> pd.DataFrame:
     try:
         gen = GENERATORS[name]
     except KeyError:
         raise ValueError(
             f"no synthetic generator for dataset '{name}' (known: {', '.join(GENERATORS)})"
         ) from None
-    return gen(rows, seed)
+    return gen(rows, seed, contract) if name in CONTRACT_TABLES else gen(rows, seed)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from retention.contract import N_LEVELS
 from retention.decision.env import RetentionEnv
 
 
@@ -49,7 +50,7 @@ class NeverContact(Policy):
     name = "never"
 
     def act(self, obs, env):
-        return np.array([0, 0, wait_index(env, env.params.period_days)])
+        return np.array([0, 0, wait_index(env, env.period_days)])
 
 
 class AlwaysMaxOffer(Policy):
@@ -58,8 +59,9 @@ class AlwaysMaxOffer(Policy):
     name = "always_max"
 
     def act(self, obs, env):
-        wait = wait_index(env, env.params.cooldown_days)
-        return np.array([int(may_contact(env, 3)), 3, wait])
+        top = N_LEVELS - 1
+        wait = wait_index(env, env.contract.limits.cooldown_days)
+        return np.array([int(may_contact(env, top)), top, wait])
 
 
 @dataclass
@@ -71,7 +73,7 @@ class RiskThreshold(Policy):
     name: str = "risk_threshold"
 
     def act(self, obs, env):
-        wait = wait_index(env, env.params.cooldown_days)
+        wait = wait_index(env, env.contract.limits.cooldown_days)
         go = env.current_risk() >= self.threshold and may_contact(env, self.level)
         return np.array([int(go), self.level, wait])
 
@@ -112,15 +114,15 @@ class GreedyKnapsack(Policy):
     plan: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def begin(self, env):
-        p = env.params
-        gap = p.followup_days[wait_index(env, p.cooldown_days)]
+        p, limits, contact_cost = env.params, env.contract.limits, env.contract.contact_cost
+        gap = p.followup_days[wait_index(env, limits.cooldown_days)]
         keep = 1.0 - np.asarray(p.hazard_reduction)
-        cost_l = np.asarray(p.offer_discounts)[None, :] * env.value[:, None] / 12 * p.offer_months
+        cost_l = env.offer_costs
         incs = []
         reach = np.ones(len(env.idx))  # P(every earlier attempt declined)
-        for k in range(p.fatigue_cap):
+        for k in range(limits.fatigue_cap):
             t = k * gap
-            remaining = p.period_days - t
+            remaining = env.period_days - t
             if remaining <= 0:
                 break
             eff = min(p.offer_effect_days, remaining)
@@ -128,8 +130,8 @@ class GreedyKnapsack(Policy):
             lam_no = env.h0 * remaining
             lam_off = env.h0[:, None] * (eff * keep[None, :] + (remaining - eff))
             saved = np.exp(-lam_off) - np.exp(-lam_no)[:, None]
-            uplift = a * (saved * env.value[:, None] - cost_l) - p.contact_cost
-            spend = a * cost_l + p.contact_cost
+            uplift = a * (saved * env.value[:, None] - cost_l) - contact_cost
+            spend = a * cost_l + contact_cost
             w = reach * np.exp(-env.h0 * t)  # P(attempt k happens)
             top = np.zeros(len(env.idx), dtype=int)
             for i in range(len(env.idx)):
@@ -154,7 +156,7 @@ class GreedyKnapsack(Policy):
     def act(self, obs, env):
         level = self.plan.get((env.i, env.contacts))
         if level is None:
-            return np.array([0, 0, wait_index(env, env.params.period_days)])
+            return np.array([0, 0, wait_index(env, env.period_days)])
         wait = wait_index(env, self.gap)
         if env.day < env.contacts * self.gap:
             return np.array([0, 0, wait])

@@ -3,8 +3,10 @@
 An episode is a portfolio of ``customers_per_episode`` customers drawn from the customer book (each
 scored by the risk, accept and lifetime-value models) sharing one period budget. Customers come one
 after another; for each, the agent decides at day 0 and then every few days (its own choice) until
-the customer churns or the period ends. Every assumption is a named parameter of
-``RetentionEnvConfig`` in the profile:
+the customer churns or the period ends. The business rules are the profile's contact contract
+(``retention.contract``): the period's length (``contract.limits.period_days``), the offer levels and
+their cost, the cost of a contact, the cooldown and the fatigue cap. Every other assumption is a
+named parameter of ``RetentionEnvConfig`` in the profile:
 
 * churn: the risk model's calibrated probability is the chance of churning within the period
   without contact; it becomes a constant daily hazard whose log follows a random walk
@@ -13,14 +15,16 @@ the customer churns or the period ends. Every assumption is a named parameter of
 * acceptance: the accept model's calibrated probability for the chosen level, times
   ``accept_fatigue`` for every earlier contact this period.
 * effect: an accepted offer cuts the hazard by ``hazard_reduction[level]`` for
-  ``offer_effect_days``; the discount ``offer_discounts[level]`` × monthly value ×
-  ``offer_months`` is paid at acceptance; every contact costs ``contact_cost``.
+  ``offer_effect_days``; the offer's cost (``contract.offer_cost``: the level's discount ×
+  monthly value × its bills) is paid at acceptance; every contact costs ``contract.contact_cost``.
 * value: the LTV model's 12-month value; a churned customer loses it.
-* limits: a contact within ``cooldown_days`` of the last one, beyond ``fatigue_cap`` contacts in
-  the period, or whose cost if accepted exceeds what is left of the period budget
-  (``budget_share`` × the portfolio's value) breaches a limit. With ``shield`` on (the default)
-  the contact is refused, as the serving ledger would; without it, it happens and is counted
-  as a violation (or overshoot). Either way each attempt costs ``lambda`` in the reward.
+* limits: ``retention.contract.breaches``, the same function the serving ledger calls, on the
+  customer's simulated history: a contact inside the cooldown, beyond the fatigue cap in the
+  period, or whose worst-case cost (``contract.worst_case_cost``) exceeds what is left of the
+  period budget (``budget_share`` × the portfolio's value) breaches a limit. With ``shield`` on
+  (the default) the contact is refused, as the serving ledger would; without it, it happens and
+  is counted as a violation (or overshoot). Either way each attempt costs ``lambda`` in the
+  reward.
 
 Randomness uses common random numbers: each customer's churn clock (a unit exponential compared
 with the cumulative hazard), hazard path and acceptance draws are fixed at reset from the episode
@@ -45,6 +49,7 @@ import gymnasium as gym
 import numpy as np
 
 from retention.config import RetentionEnvConfig
+from retention.contract import N_LEVELS, ContactContract, ContactHistory, breaches
 
 OBS_NAMES = (
     "churn_risk",
@@ -75,6 +80,11 @@ USAGE_KEYS = {
     "cooldown": "cooldown_attempts",
 }
 ACTION_DIMS = (2, 4, 8)
+
+
+def offer_costs(value: float, contract: ContactContract) -> np.ndarray:
+    """What an accepted offer of each level costs a customer of this 12-month value."""
+    return np.array([contract.offer_cost(lvl, value) for lvl in range(N_LEVELS)])
 
 
 @dataclass
@@ -177,6 +187,12 @@ class RetentionEnv(gym.Env):
     def __init__(self, config: dict[str, Any] | None = None):
         config = dict(config or {})
         self.params = RetentionEnvConfig.model_validate(config.get("params", {}))
+        if config.get("contract") is None:
+            raise ValueError(
+                "RetentionEnv needs env_config['contract'] (the profile's contact contract)"
+            )
+        self.contract = ContactContract.model_validate(config["contract"])
+        self.period_days = self.contract.limits.period_days
         book = config.get("book")
         if book is None:
             raise ValueError("RetentionEnv needs env_config['book'] (a Book or its columns)")
@@ -187,7 +203,6 @@ class RetentionEnv(gym.Env):
         self._order = None if order is None else np.asarray(order, dtype=int)
         self._order_pos = 0
         p = self.params
-        self._discount = np.asarray(p.offer_discounts)
         self._keep = 1.0 - np.asarray(p.hazard_reduction)
         self._followup = np.asarray(p.followup_days, dtype=int)
         self._vbar = self.book.mean_value
@@ -223,14 +238,19 @@ class RetentionEnv(gym.Env):
         self.p0 = self.book.churn_prob[idx]
         self.acc = self.book.accept[idx]
         self.value = self.book.value[idx]
-        self.h0 = -np.log1p(-self.p0) / p.period_days
+        # What an accepted offer of each level costs each customer, by the contract.
+        self.offer_costs = np.array([offer_costs(v, self.contract) for v in self.value]).reshape(
+            n, N_LEVELS
+        )
+        days = self.period_days
+        self.h0 = -np.log1p(-self.p0) / days
         # Common random numbers, drawn once per episode whatever the policy does.
         self.clock = rng.exponential(1.0, n)
         step_sd = p.risk_volatility / np.sqrt(30.0)
-        walk = rng.normal(-0.5 * step_sd**2, step_sd, (n, p.period_days))
+        walk = rng.normal(-0.5 * step_sd**2, step_sd, (n, days))
         walk[:, 0] = 0.0
         self.hazard = self.h0[:, None] * np.exp(np.cumsum(walk, axis=1))
-        self.accept_u = rng.random((n, p.period_days + 1))
+        self.accept_u = rng.random((n, days + 1))
         self.budget = p.budget_share * float(self.value.sum())
         self.stats = EpisodeStats(
             customers=n, total_value=float(self.value.sum()), budget=self.budget
@@ -253,41 +273,47 @@ class RetentionEnv(gym.Env):
 
     def current_risk(self) -> float:
         """P(churn within a period) at today's hazard, the score a refreshed risk model shows."""
-        h = self.hazard[self.i, min(self.day, self.params.period_days - 1)]
-        return float(-np.expm1(-h * self.params.period_days))
+        h = self.hazard[self.i, min(self.day, self.period_days - 1)]
+        return float(-np.expm1(-h * self.period_days))
 
     def accept_prob(self, level: int) -> float:
         return float(self.acc[self.i, level] * self.params.accept_fatigue**self.contacts)
 
+    def days_since_contact(self) -> int | None:
+        return None if self.last_contact is None else self.day - self.last_contact
+
     def cooldown_active(self) -> bool:
-        return (
-            self.last_contact is not None
-            and self.day - self.last_contact < self.params.cooldown_days
-        )
+        since = self.days_since_contact()
+        return since is not None and since < self.contract.limits.cooldown_days
 
     def expected_uplift(self) -> np.ndarray:
         """Expected value saved minus expected spend of a contact now at each level, from
         today's refreshed score held for the rest of the period: what a campaign tool that
         re-scores daily would compute (the knapsack's formula, made current)."""
         p = self.params
-        remaining = p.period_days - self.day
-        h = self.hazard[self.i, min(self.day, p.period_days - 1)]
+        remaining = self.period_days - self.day
+        h = self.hazard[self.i, min(self.day, self.period_days - 1)]
         eff = min(p.offer_effect_days, remaining)
         lam_no = h * remaining
         lam_off = h * (eff * self._keep + (remaining - eff))
         saved = np.exp(-lam_off) - np.exp(-lam_no)
-        cost = self._discount * self.value[self.i] / 12.0 * p.offer_months
+        cost = self.offer_costs[self.i]
         a = self.acc[self.i] * p.accept_fatigue**self.contacts
-        return a * (saved * self.value[self.i] - cost) - p.contact_cost
+        return a * (saved * self.value[self.i] - cost) - self.contract.contact_cost
 
     def offer_cost(self, level: int) -> float:
-        return float(self._discount[level] * self.value[self.i] / 12.0 * self.params.offer_months)
+        """What an accepted offer at ``level`` costs the current customer."""
+        return float(self.offer_costs[self.i, level])
+
+    def worst_case_cost(self, level: int) -> float:
+        """What a contact at ``level`` may cost: the contact and the offer as if accepted."""
+        return self.contract.contact_cost + self.offer_cost(level)
 
     def _obs(self) -> np.ndarray:
-        p = self.params
+        p, days = self.params, self.period_days
         if self.i >= len(self.idx):
             return np.zeros(len(OBS_NAMES), dtype=np.float32)
-        since = 1.0 if self.last_contact is None else (self.day - self.last_contact) / p.period_days
+        since = 1.0 if self.last_contact is None else (self.day - self.last_contact) / days
         acc = self.acc[self.i] * p.accept_fatigue**self.contacts
         obs = [
             self.current_risk(),
@@ -295,30 +321,35 @@ class RetentionEnv(gym.Env):
             np.clip((self.budget - self.spend) / max(self.budget, 1e-12), -1.0, 1.0),
             min(since, 1.0),
             float(self.cooldown_active()),
-            min(self.contacts / p.fatigue_cap, 2.0),
+            min(self.contacts / self.contract.limits.fatigue_cap, 2.0),
             min(np.log1p(self.value[self.i] / self._vbar), 5.0),
-            1.0 - self.day / p.period_days,
+            1.0 - self.day / days,
             float(self.day < self.offer_until),
             (len(self.idx) - self.i) / len(self.idx),
             # The largest offer's cost as a share of the period budget (others scale with it).
-            min(self.offer_cost(3) / max(self.budget, 1e-12), 1.0),
+            min(self.offer_cost(N_LEVELS - 1) / max(self.budget, 1e-12), 1.0),
             *np.clip(self.expected_uplift() / self._vbar, -1.0, 5.0),
         ]
         return np.asarray(obs, dtype=np.float32)
 
     # -------------------------------------------------------------------------------------- step
 
-    def breaches(self, level: int) -> list[str]:
+    def history(self) -> ContactHistory:
+        """The current customer's contacts this period, as the contract's limits read them."""
+        since = self.days_since_contact()
+        return ContactHistory(
+            days_since_last_contact=None if since is None else float(since),
+            contacts_in_period=self.contacts,
+            spent_in_period=self.spend,
+        )
+
+    def breaches(self, level: int) -> tuple[str, ...]:
         """The hard limits a contact at ``level`` now would break (budget: in the worst case,
-        i.e. if the offer is accepted)."""
-        p, out = self.params, []
-        if self.budget - self.spend < p.contact_cost + self.offer_cost(level):
-            out.append("budget")
-        if self.contacts >= p.fatigue_cap:
-            out.append("fatigue")
-        if self.cooldown_active():
-            out.append("cooldown")
-        return out
+        i.e. if the offer is accepted), by ``retention.contract.breaches`` against the
+        portfolio's period budget. The env has no clock of day: quiet hours never apply."""
+        return breaches(
+            self.history(), self.worst_case_cost(level), self.contract.limits, budget=self.budget
+        )
 
     def step(self, action):
         contact, level, wait = (int(a) for a in np.asarray(action).reshape(-1)[:3])
@@ -339,8 +370,8 @@ class RetentionEnv(gym.Env):
         if contact:
             for k in ("fatigue", "cooldown"):
                 st.violations[k] += costs[k]
-            spent += p.contact_cost
-            if self.accept_u[i, min(self.contacts, p.period_days)] < self.accept_prob(level):
+            spent += self.contract.contact_cost
+            if self.accept_u[i, min(self.contacts, self.period_days)] < self.accept_prob(level):
                 spent += self.offer_cost(level)
                 self.offer_until = self.day + p.offer_effect_days
                 self.offer_keep = float(self._keep[level])
@@ -355,7 +386,7 @@ class RetentionEnv(gym.Env):
         st.spend = self.spend
 
         # Advance to the next decision; churn when the cumulative hazard passes the clock.
-        end = min(self.day + int(self._followup[wait]), p.period_days)
+        end = min(self.day + int(self._followup[wait]), self.period_days)
         days = np.arange(self.day, end)
         base = self.hazard[i, self.day : end]
         h = base * np.where(days < self.offer_until, self.offer_keep, 1.0)
@@ -375,10 +406,10 @@ class RetentionEnv(gym.Env):
             reward = (
                 self.value[i] * (gap_after - gap_before) - survival_before * spent
             ) / self._vbar
-            leaves = self.day >= p.period_days
+            leaves = self.day >= self.period_days
         else:
             reward = -(spent + (self.value[i] if churned else 0.0)) / self._vbar
-            leaves = churned or self.day >= p.period_days
+            leaves = churned or self.day >= self.period_days
         if leaves:
             if churned:
                 st.churned += 1
@@ -398,6 +429,7 @@ class RetentionEnv(gym.Env):
 def make_env_config(
     book: Book,
     params: RetentionEnvConfig,
+    contract: ContactContract,
     lambdas: dict[str, float] | None = None,
     seed: int | None = None,
     order: np.ndarray | None = None,
@@ -411,6 +443,7 @@ def make_env_config(
             "customer_id": book.customer_id,
         },
         "params": params.model_dump(),
+        "contract": contract.model_dump(),
         "lambdas": dict(lambdas or {}),
         "seed": seed,
         "order": order,

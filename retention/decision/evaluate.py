@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from retention.config import RetentionEnvConfig
+from retention.contract import N_LEVELS, ContactContract
 from retention.decision.baselines import NeverContact, Policy, RiskThreshold
 from retention.decision.env import Book, RetentionEnv, make_env_config
 
@@ -124,23 +125,27 @@ def summarise(
     }
 
 
-def sampled_env(book: Book, params: RetentionEnvConfig) -> RetentionEnv:
+def sampled_env(book: Book, params: RetentionEnvConfig, contract: ContactContract) -> RetentionEnv:
     """Evaluation samples churn: the statistics count what happened to each customer."""
     return RetentionEnv(
-        make_env_config(book, params.model_copy(update={"churn_reward": "sampled"}))
+        make_env_config(book, params.model_copy(update={"churn_reward": "sampled"}), contract)
     )
 
 
-def expected_env(book: Book, params: RetentionEnvConfig) -> RetentionEnv:
+def expected_env(book: Book, params: RetentionEnvConfig, contract: ContactContract) -> RetentionEnv:
     return RetentionEnv(
-        make_env_config(book, params.model_copy(update={"churn_reward": "expected"}))
+        make_env_config(book, params.model_copy(update={"churn_reward": "expected"}), contract)
     )
 
 
 def compare(
-    policies: Sequence[Policy], book: Book, params: RetentionEnvConfig, episodes: list[Episode]
+    policies: Sequence[Policy],
+    book: Book,
+    params: RetentionEnvConfig,
+    contract: ContactContract,
+    episodes: list[Episode],
 ) -> dict[str, dict[str, Any]]:
-    env, env_exp = sampled_env(book, params), expected_env(book, params)
+    env, env_exp = sampled_env(book, params, contract), expected_env(book, params, contract)
     never = run_policy(NeverContact(), env, episodes)
     return {
         p.name: summarise(
@@ -160,13 +165,17 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
 
 
 def tune_threshold(
-    book: Book, params: RetentionEnvConfig, episodes: list[Episode], grid: int = 9
+    book: Book,
+    params: RetentionEnvConfig,
+    contract: ContactContract,
+    episodes: list[Episode],
+    grid: int = 9,
 ) -> RiskThreshold:
     """The risk threshold and offer level with the best expected net revenue on training episodes."""
-    env = expected_env(book, params)
+    env = expected_env(book, params, contract)
     qs = np.quantile(book.churn_prob, np.linspace(0.1, 0.9, grid))
     best, best_net = None, -np.inf
-    for tau, level in itertools.product(qs, range(4)):
+    for tau, level in itertools.product(qs, range(N_LEVELS)):
         cand = RiskThreshold(float(tau), level)
         net = float(np.mean([expected_net_revenue(cand, env, ep) for ep in episodes]))
         if net > best_net:

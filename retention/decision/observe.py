@@ -6,7 +6,9 @@ this function and requires them to match, so the two cannot drift apart.
 
 Serving has no simulated portfolio, so two fields are mapped by meaning: the period budget is the
 ledger's, and ``customers_left`` (the share of the portfolio not yet decided) becomes the share
-of the period left, since a live campaign reaches its customers over the period.
+of the period left, since a live campaign reaches its customers over the period. The period's
+length, the offers' costs, the cooldown and the fatigue cap are the contact contract's, as in the
+env: serving must pass the contract the policy was trained under.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from retention.config import RetentionEnvConfig
-from retention.decision.env import OBS_NAMES
+from retention.contract import N_LEVELS, ContactContract
+from retention.decision.env import OBS_NAMES, offer_costs
 
 
 @dataclass(frozen=True)
@@ -34,20 +37,26 @@ class LiveCustomer:
 
 
 def expected_uplift(
-    hazard: float, day: int, acc: np.ndarray, value: float, env: RetentionEnvConfig
+    hazard: float,
+    day: int,
+    acc: np.ndarray,
+    value: float,
+    env: RetentionEnvConfig,
+    contract: ContactContract,
 ) -> np.ndarray:
     """Expected value saved minus expected spend of a contact now at each offer level."""
-    remaining = env.period_days - day
+    remaining = contract.limits.period_days - day
     keep = 1.0 - np.asarray(env.hazard_reduction)
     eff = min(env.offer_effect_days, remaining)
     saved = np.exp(-hazard * (eff * keep + (remaining - eff))) - np.exp(-hazard * remaining)
-    cost = np.asarray(env.offer_discounts) * value / 12.0 * env.offer_months
-    return acc * (saved * value - cost) - env.contact_cost
+    cost = offer_costs(value, contract)
+    return acc * (saved * value - cost) - contract.contact_cost
 
 
 def observation(
     c: LiveCustomer,
     env: RetentionEnvConfig,
+    contract: ContactContract,
     mean_value: float,
     customers_left: float | None = None,
     period_budget: float | None = None,
@@ -57,29 +66,30 @@ def observation(
     ``period_budget`` scales the offer-cost field; by default it is the budget of a typical
     training portfolio (``budget_share`` x ``customers_per_episode`` x mean value).
     """
-    p = env
+    p, limits = env, contract.limits
+    days = limits.period_days
     risk = float(np.clip(c.churn_risk, 0.0, 1 - 1e-9))
-    hazard = -np.log1p(-risk) / p.period_days
+    hazard = -np.log1p(-risk) / days
     acc = np.asarray(c.accept_probs, dtype=float) * p.accept_fatigue**c.contacts
-    since = 1.0 if c.days_since_contact is None else c.days_since_contact / p.period_days
-    cooldown = c.days_since_contact is not None and c.days_since_contact < p.cooldown_days
+    since = 1.0 if c.days_since_contact is None else c.days_since_contact / days
+    cooldown = c.days_since_contact is not None and c.days_since_contact < limits.cooldown_days
     vbar = max(mean_value, 1e-12)
     budget = period_budget or p.budget_share * p.customers_per_episode * vbar
-    time_left = 1.0 - c.day / p.period_days
-    largest = p.offer_discounts[3] * c.value / 12.0 * p.offer_months
+    time_left = 1.0 - c.day / days
+    largest = contract.offer_cost(N_LEVELS - 1, c.value)
     obs = [
         risk,
         *acc,
         float(np.clip(c.budget_left_share, -1.0, 1.0)),
         min(since, 1.0),
         float(cooldown),
-        min(c.contacts / p.fatigue_cap, 2.0),
+        min(c.contacts / limits.fatigue_cap, 2.0),
         min(np.log1p(c.value / vbar), 5.0),
         time_left,
         float(c.offer_active),
         time_left if customers_left is None else customers_left,
         min(largest / budget, 1.0),
-        *np.clip(expected_uplift(hazard, c.day, acc, c.value, p) / vbar, -1.0, 5.0),
+        *np.clip(expected_uplift(hazard, c.day, acc, c.value, p, contract) / vbar, -1.0, 5.0),
     ]
     out = np.asarray(obs, dtype=np.float32)
     assert out.shape == (len(OBS_NAMES),)

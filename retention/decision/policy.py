@@ -1,4 +1,9 @@
-"""The exported contact policy: TorchScript logits + JSON metadata, no Ray needed to load or run it."""
+"""The exported contact policy: TorchScript logits + JSON metadata, no Ray needed to load or run it.
+
+The metadata records the contact contract the policy was trained under: its observations (offer
+costs, the period's length, cooldown and fatigue) mean what that contract says, so serving refuses
+a policy whose contract differs from its own in any of those (``check_contract``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,43 @@ from typing import Any
 
 import numpy as np
 
+from retention.contract import ContactContract
 from retention.decision.baselines import Policy
 from retention.decision.env import ACTION_DIMS, OBS_NAMES
 from retention.fileio import read_json
 
 POLICY_FILE = "policy.pt"
 META_FILE = "policy.json"
+# The contract's fields a policy's observations depend on (quiet hours, the time zone and the
+# absolute budget do not: the policy sees the budget as a share).
+OBSERVED_CONTRACT = (
+    "offers",
+    "contact_cost",
+    "limits.cooldown_days",
+    "limits.fatigue_cap",
+    "limits.period",
+)
+
+
+def _field(c: ContactContract, dotted: str) -> Any:
+    value: Any = c
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_contract(meta: dict[str, Any], contract: ContactContract) -> None:
+    """A ValueError naming each observed contract field where the policy's training contract
+    (``meta["contract"]``) and ``contract`` differ, or when the policy records none."""
+    if "contract" not in meta:
+        raise ValueError(f"{META_FILE}: no contract recorded; retrain the policy")
+    trained = ContactContract.model_validate(meta["contract"])
+    differ = [f for f in OBSERVED_CONTRACT if _field(trained, f) != _field(contract, f)]
+    if differ:
+        raise ValueError(
+            f"{META_FILE}: the policy was trained under another contract "
+            f"(contract.{', contract.'.join(differ)} differ); retrain it under this profile's"
+        )
 
 
 def split_probabilities(logits: np.ndarray) -> list[np.ndarray]:

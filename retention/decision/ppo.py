@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from retention.config import DecisionConfig, LagrangeConfig
+from retention.contract import ContactContract
 from retention.decision.baselines import Policy
 from retention.decision.env import (
     ACTION_DIMS,
@@ -41,6 +42,7 @@ from retention.decision.evaluate import (
 )
 from retention.decision.policy import META_FILE, POLICY_FILE, argmax_action, split_probabilities
 from retention.fileio import atomic_dir, write_json
+from retention.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,13 @@ def _ray_temp_dir(run_dir: Path) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix="retention-ray-")), True
 
 
-def build_config(cfg: DecisionConfig, book: Book, seed: int, lambdas: dict[str, float]):
+def build_config(
+    cfg: DecisionConfig,
+    contract: ContactContract,
+    book: Book,
+    seed: int,
+    lambdas: dict[str, float],
+):
     from ray.rllib.algorithms.ppo import PPOConfig
 
     from retention.decision.rllib_callbacks import ConstraintMetrics
@@ -92,7 +100,8 @@ def build_config(cfg: DecisionConfig, book: Book, seed: int, lambdas: dict[str, 
     return (
         PPOConfig()
         .environment(
-            RetentionEnv, env_config=make_env_config(book, cfg.env, lambdas=lambdas, seed=seed)
+            RetentionEnv,
+            env_config=make_env_config(book, cfg.env, contract, lambdas=lambdas, seed=seed),
         )
         .env_runners(
             num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.envs_per_runner
@@ -107,7 +116,7 @@ def build_config(cfg: DecisionConfig, book: Book, seed: int, lambdas: dict[str, 
             entropy_coeff=cfg.entropy_coeff,
             clip_param=cfg.clip_param,
         )
-        .rl_module(model_config={"fcnet_hiddens": list(cfg.hidden), "vf_share_layers": False})
+        .rl_module(model_config=module_config(cfg))
         .callbacks(ConstraintMetrics)
         .debugging(seed=seed, log_level="ERROR")
     )
@@ -118,6 +127,34 @@ def _set_lambdas(algo, lambdas: dict[str, float]) -> None:
         runner.env.unwrapped.call("set_lambdas", lambdas)
 
     algo.env_runner_group.foreach_env_runner(push, local_env_runner=True)
+
+
+def module_config(cfg: DecisionConfig) -> dict[str, Any]:
+    """The policy network's RLlib model config."""
+    return {"fcnet_hiddens": list(cfg.hidden), "vf_share_layers": False}
+
+
+def policy_meta(
+    cfg: DecisionConfig,
+    contract: ContactContract,
+    lambdas: dict[str, float],
+    mean_value: float,
+    selected_iteration: int,
+) -> dict[str, Any]:
+    """``policy.json`` of an exported policy: what serving needs to build its observations."""
+    return {
+        "format": "retention.policy/v1",
+        "obs_names": list(OBS_NAMES),
+        "action_dims": list(ACTION_DIMS),
+        "env": cfg.env.model_dump(),
+        # The contract it was trained under: serving refuses the policy under another one.
+        "contract": contract.model_dump(),
+        "lambdas": dict(lambdas),
+        "hidden": list(cfg.hidden),
+        # The value scale of the observation: serving normalises with the same number.
+        "mean_value": float(mean_value),
+        "selected_iteration": selected_iteration,
+    }
 
 
 def export_module(module, out_dir: Path, meta: dict[str, Any]) -> float:
@@ -172,10 +209,10 @@ class ModulePolicy(Policy):
 
 
 def demonstrations(
-    teacher: Policy, book: Book, params, episodes: list[Episode]
+    teacher: Policy, book: Book, params, contract: ContactContract, episodes: list[Episode]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(observations, actions) of ``teacher`` on training episodes, for the warm start."""
-    env = expected_env(book, params)
+    env = expected_env(book, params, contract)
     obs_rows, act_rows = [], []
     for ep in episodes:
         obs, _ = env.reset(seed=ep.seed, options={"customers": ep.customers})
@@ -225,8 +262,21 @@ def behaviour_clone(
     return float(first.get())
 
 
+def _iteration_line(row: dict[str, Any], lambdas: dict[str, float], loop_s: float) -> str:
+    """What a person watching PPO needs: the return, the multipliers after this iteration's dual
+    step, how much of each limit the iteration used, and the sampling speed."""
+    usage = " ".join(f"{k} {v:.3f}" for k, v in row["usage"].items())
+    lams = " ".join(f"{k} {v:.3f}" for k, v in lambdas.items())
+    speed = row["env_steps"] / loop_s if loop_s > 0 else float("nan")
+    return (
+        f"return {row['episode_return_mean']:.2f}, lambda [{lams}], usage [{usage}], "
+        f"{speed:.0f} env steps/s"
+    )
+
+
 def train_ppo(
     cfg: DecisionConfig,
+    contract: ContactContract,
     book: Book,
     seed: int,
     run_dir: str | Path,
@@ -259,13 +309,13 @@ def train_ppo(
     lambdas = {k: d.init for k, d in cfg.lagrange.duals().items()}
     t0 = time.perf_counter()
     try:
-        algo = build_config(cfg, book, seed, lambdas).build_algo()
+        algo = build_config(cfg, contract, book, seed, lambdas).build_algo()
         try:
             vbook = valid_book if valid_book is not None else book
             val_eps = sampled_episodes(
                 len(vbook), cfg.env.customers_per_episode, cfg.select_episodes, seed + 3
             )
-            val_env = expected_env(vbook, cfg.env)
+            val_env = expected_env(vbook, cfg.env, contract)
 
             def validate() -> float:
                 pol = ModulePolicy(algo.get_module())
@@ -275,7 +325,7 @@ def train_ppo(
                 demo_eps = sampled_episodes(
                     len(book), cfg.env.customers_per_episode, cfg.warm_start_episodes, seed + 5
                 )
-                obs, actions = demonstrations(teacher, book, cfg.env, demo_eps)
+                obs, actions = demonstrations(teacher, book, cfg.env, contract, demo_eps)
                 result.warm_start_loss = behaviour_clone(
                     algo, obs, actions, cfg.warm_start_epochs, cfg.warm_start_lr, seed
                 )
@@ -285,6 +335,8 @@ def train_ppo(
             best_score, best_state, best_it = validate(), None, 0
             best_state = copy.deepcopy(algo.get_module().state_dict())
             result.selection.append({"iteration": 0, "validation": best_score})
+            progress = Progress("ppo", cfg.iterations, unit="iteration")
+            loop_t0 = time.perf_counter()
             for it in range(cfg.iterations):
                 r = algo.train()
                 runners = r.get("env_runners", {})
@@ -312,15 +364,7 @@ def train_ppo(
                     if score > best_score:
                         best_score, best_it = score, it + 1
                         best_state = copy.deepcopy(algo.get_module().state_dict())
-                log.info(
-                    "ppo iteration %d/%d: steps %d, return %.2f, usage %s, lambdas %s",
-                    it + 1,
-                    cfg.iterations,
-                    row["env_steps"],
-                    row["episode_return_mean"],
-                    {k: round(v, 3) for k, v in usage.items()},
-                    {k: round(v, 3) for k, v in lambdas.items()},
-                )
+                progress.step(it + 1, _iteration_line(row, lambdas, time.perf_counter() - loop_t0))
             result.wall_s = time.perf_counter() - t0
             result.env_steps = result.history[-1]["env_steps"] if result.history else 0
             sample_s = np.nansum([h["sample_s"] for h in result.history])
@@ -330,17 +374,7 @@ def train_ppo(
             result.selected_iteration = best_it
             module = algo.get_module()
             module.load_state_dict(best_state)
-            meta = {
-                "format": "retention.policy/v1",
-                "obs_names": list(OBS_NAMES),
-                "action_dims": [2, 4, 8],
-                "env": cfg.env.model_dump(),
-                "lambdas": lambdas,
-                "hidden": list(cfg.hidden),
-                # The value scale of the observation: serving normalises with the same number.
-                "mean_value": float(book.mean_value),
-            }
-            meta["selected_iteration"] = best_it
+            meta = policy_meta(cfg, contract, lambdas, book.mean_value, best_it)
             result.export_max_abs_diff = export_module(module, Path(model_dir), meta)
         finally:
             algo.stop()

@@ -27,6 +27,7 @@ from retention.decision.policy import ExportedPolicy
 from retention.decision.ppo import train_ppo
 from retention.fileio import write_json
 from retention.models.outputs import CURVES_FILE, METRICS_FILE, MODEL_DIR
+from retention.results import PolicyResult
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def tune_baseline(profile: Profile, book) -> RiskThreshold:
     eps = sampled_episodes(
         len(book), cfg.env.customers_per_episode, cfg.tune_episodes, profile.seed + 1
     )
-    return tune_threshold(book, cfg.env, eps)
+    return tune_threshold(book, cfg.env, profile.contract, eps)
 
 
 def evaluate_policies(
@@ -50,11 +51,18 @@ def evaluate_policies(
         len(books["eval"]), params.customers_per_episode, cfg.eval_rounds, seed + 99
     )
     baselines = [NeverContact(), AlwaysMaxOffer(), threshold, GreedyKnapsack()]
-    results = compare([ExportedPolicy(policy_dir), *baselines], books["eval"], params, episodes)
+    contract = profile.contract
+    results = compare(
+        [ExportedPolicy(policy_dir), *baselines], books["eval"], params, contract, episodes
+    )
     # The same network with no shield: what it would do on its own.
     unshielded = params.model_copy(update={"shield": False})
     results |= compare(
-        [ExportedPolicy(policy_dir, name="ppo_unshielded")], books["eval"], unshielded, episodes
+        [ExportedPolicy(policy_dir, name="ppo_unshielded")],
+        books["eval"],
+        unshielded,
+        contract,
+        episodes,
     )
     # Judged on expected net revenue retained (churn integrated out; same mean, far less noise);
     # the sampled figures are reported beside it.
@@ -80,7 +88,7 @@ def train_decision(
     accept_dir: str | Path,
     ltv_dir: str | Path,
     out_dir: str | Path,
-) -> dict[str, Any]:
+) -> PolicyResult:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     books = build_books(profile, split_dir, risk_dir, accept_dir, ltv_dir)
@@ -95,6 +103,7 @@ def train_decision(
     )
     trained = train_ppo(
         profile.decision,
+        profile.contract,
         fit_book,
         profile.seed,
         out,
@@ -104,43 +113,42 @@ def train_decision(
     )
     ev = evaluate_policies(profile, books, out / MODEL_DIR, threshold)
     ppo, raw = ev["results"]["ppo"], ev["results"]["ppo_unshielded"]
-    metrics = {
-        "uplift_vs_best_baseline": ev["uplift_vs_best_baseline"],
-        "best_baseline": ev["best_baseline"],
-        "net_revenue_retained": ppo["expected_net_revenue_retained"]["mean"],
-        "best_baseline_net_revenue_retained": ev["results"][ev["best_baseline"]][
+    result = PolicyResult(
+        uplift_vs_best_baseline=ev["uplift_vs_best_baseline"],
+        best_baseline=ev["best_baseline"],
+        net_revenue_retained=ppo["expected_net_revenue_retained"]["mean"],
+        best_baseline_net_revenue_retained=ev["results"][ev["best_baseline"]][
             "expected_net_revenue_retained"
         ]["mean"],
-        "difference_vs_best_baseline_low": ev["difference_vs_best_baseline"]["low"],
-        "difference_vs_best_baseline_high": ev["difference_vs_best_baseline"]["high"],
-        "sampled_net_revenue_retained": ppo["net_revenue_retained"]["mean"],
-        "net_revenue_retention": ppo["net_revenue_retention"]["mean"],
-        "roi": ppo["roi"],
-        "contact_rate": ppo["contact_rate"]["mean"],
-        "budget_used": ppo["budget_used"]["mean"],
-        "budget_overshoot": ppo["budget_overshoot"],
-        "fatigue_violations": ppo["fatigue_violations"],
-        "cooldown_violations": ppo["cooldown_violations"],
-        "blocked_rate": ppo["blocked_rate"],
-        "unshielded_budget_overshoot": raw["budget_overshoot"],
-        "unshielded_budget_overshoot_mean": raw["budget_overshoot_mean"],
-        "unshielded_fatigue_violations": raw["fatigue_violations"],
-        "unshielded_cooldown_violations": raw["cooldown_violations"],
-        "unshielded_net_revenue_retained": raw["expected_net_revenue_retained"]["mean"],
-        "eval_episodes": ev["episodes"],
-        "eval_customers": ev["customers"],
-        "eval_unique_customers": ev["unique_customers"],
-        "train_customers": len(fit_book),
-        "valid_customers": len(valid_book),
-        "env_steps": trained.env_steps,
-        "env_steps_per_s": trained.sample_steps_per_s,
-        "train_wall_s": trained.wall_s,
-        "export_max_abs_diff": trained.export_max_abs_diff,
-        "selected_iteration": trained.selected_iteration,
-        "warm_start_loss": trained.warm_start_loss,
-        "lambdas": trained.lambdas,
-        "threshold_baseline": ev["threshold"],
-    }
+        difference_vs_best_baseline_low=ev["difference_vs_best_baseline"]["low"],
+        difference_vs_best_baseline_high=ev["difference_vs_best_baseline"]["high"],
+        sampled_net_revenue_retained=ppo["net_revenue_retained"]["mean"],
+        net_revenue_retention=ppo["net_revenue_retention"]["mean"],
+        roi=ppo["roi"],
+        contact_rate=ppo["contact_rate"]["mean"],
+        budget_used=ppo["budget_used"]["mean"],
+        budget_overshoot=ppo["budget_overshoot"],
+        fatigue_violations=ppo["fatigue_violations"],
+        cooldown_violations=ppo["cooldown_violations"],
+        blocked_rate=ppo["blocked_rate"],
+        unshielded_budget_overshoot=raw["budget_overshoot"],
+        unshielded_budget_overshoot_mean=raw["budget_overshoot_mean"],
+        unshielded_fatigue_violations=raw["fatigue_violations"],
+        unshielded_cooldown_violations=raw["cooldown_violations"],
+        unshielded_net_revenue_retained=raw["expected_net_revenue_retained"]["mean"],
+        eval_episodes=ev["episodes"],
+        eval_customers=ev["customers"],
+        eval_unique_customers=ev["unique_customers"],
+        train_customers=len(fit_book),
+        valid_customers=len(valid_book),
+        env_steps=trained.env_steps,
+        env_steps_per_s=trained.sample_steps_per_s,
+        train_wall_s=trained.wall_s,
+        export_max_abs_diff=trained.export_max_abs_diff,
+        selected_iteration=trained.selected_iteration,
+        warm_start_loss=trained.warm_start_loss,
+        details={"lambdas": trained.lambdas, "threshold_baseline": ev["threshold"]},
+    )
     write_json(
         out / CURVES_FILE,
         {
@@ -150,12 +158,12 @@ def train_decision(
             "teacher_validation": trained.teacher_validation,
         },
     )
-    write_json(out / METRICS_FILE, metrics)
+    result.save(out / METRICS_FILE)
     log.info(
         "ppo-decision: net revenue retained %.1f per episode vs %s %.1f (%+.1f %%)",
-        metrics["net_revenue_retained"],
-        ev["best_baseline"],
-        metrics["best_baseline_net_revenue_retained"],
-        100 * metrics["uplift_vs_best_baseline"],
+        result.net_revenue_retained,
+        result.best_baseline,
+        result.best_baseline_net_revenue_retained,
+        100 * result.uplift_vs_best_baseline,
     )
-    return metrics
+    return result

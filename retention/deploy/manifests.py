@@ -1,13 +1,16 @@
 """KServe InferenceService manifests (serving.kserve.io/v1beta1) for a pushed release.
 
-One InferenceService per predictor, each a custom container running ``retention serve-model
-NAME`` from the serving image (the writer from the GPU image, on the GPU pool). KServe's storage
-initializer downloads ``STORAGE_URI`` into ``/mnt/models`` before the container starts, so a
-new release is a new storage URI and Knative rolls it out, ``canaryTrafficPercent`` at a time.
+One InferenceService per served model of the catalogue (named by its ``service``, its storage
+URI the release's copy of the model ``spec.name``, its footprint ``serving.deployments``), each a
+custom container running ``retention serve-model SERVICE`` from the serving image (the writer
+from the GPU image; a service with a GPU on the GPU pool). KServe's storage initializer downloads
+``STORAGE_URI`` into ``/mnt/models`` before the container starts, so a new release is a new
+storage URI and Knative rolls it out, ``canaryTrafficPercent`` at a time.
 
-The orchestrator ``retention`` is an InferenceService of its own. A KServe ``transformer``
-forwards to exactly one predictor, and this one fans out to five, so it runs as the predictor
-container of its own service and reaches the others by their cluster-local URLs.
+The orchestrator (``catalogue.ORCHESTRATOR``) is an InferenceService of its own. A KServe
+``transformer`` forwards to exactly one predictor, and this one fans out to all of them, so it
+runs as the predictor container of its own service and reaches the others by their
+cluster-local URLs.
 """
 
 from __future__ import annotations
@@ -17,18 +20,13 @@ from typing import Any
 
 import yaml
 
-from retention.config import PREDICTORS, Deployment, Profile
+from retention import catalogue
+from retention.config import Deployment, Profile
 
 API_VERSION = "serving.kserve.io/v1beta1"
-# Predictor name -> model name in the store (serving resolves models with it too).
-STORE_NAMES = {
-    "risk": "risk",
-    "accept": "accept",
-    "policy": "decision",
-    "writer": "writer",
-    "phase-health": "phase_health",
-}
 MOUNT = "/mnt/models"
+# The one served model that needs the language-model stack of the GPU image.
+WRITER = "writer"
 
 
 def predictor_url(name: str, namespace: str) -> str:
@@ -63,7 +61,7 @@ def _service(
     release: str,
 ) -> dict[str, Any]:
     cfg = profile.serving
-    d = cfg.deployments.get(name, Deployment())
+    d = cfg.deployments[name]  # every service has one: config.py fills them from the catalogue
     container = {
         "name": "kserve-container",
         "image": image,
@@ -110,12 +108,12 @@ def render(profile: Profile, pointer: dict[str, Any]) -> list[dict[str, Any]]:
     release = str(pointer.get("release", "unknown"))
     profile_args = ["--profile", profile.name]
     docs = []
-    for name in PREDICTORS:
-        uri = uris.get(STORE_NAMES[name])
-        if not uri:
+    for spec in catalogue.served():
+        uri, name = uris.get(spec.name), spec.service
+        if not uri or not name:
             continue  # not in this release: nothing to serve
-        gpu = name == "writer" and cfg.deployments.get(name, Deployment()).gpu > 0
-        image = cfg.writer_image if name == "writer" else cfg.image
+        gpu = cfg.deployments[name].gpu > 0
+        image = cfg.writer_image if spec.name == WRITER else cfg.image
         args = ["serve-model", name, *profile_args, "--model-dir", MOUNT]
         docs.append(
             _service(profile, name, image, args, [{"name": "STORAGE_URI", "value": uri}], gpu,
@@ -131,10 +129,10 @@ def render(profile: Profile, pointer: dict[str, Any]) -> list[dict[str, Any]]:
             "valueFrom": {"secretKeyRef": {"name": cfg.ledger_secret, "key": "url"}},
         },
     ]
-    args = ["serve-model", "retention", *profile_args,
+    args = ["serve-model", catalogue.ORCHESTRATOR, *profile_args,
             "--set", "serving.predictor_urls=$(RETENTION_PREDICTOR_URLS)",
             "--set", "serving.ledger.url=$(RETENTION_LEDGER_URL)"]  # fmt: skip
-    docs.append(_service(profile, "retention", cfg.image, args, env, False, release))
+    docs.append(_service(profile, catalogue.ORCHESTRATOR, cfg.image, args, env, False, release))
     return docs
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from typing import Any
 
 from retention.evaluation.gates import GateResult
+from retention.results import ModelResult
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -71,13 +73,13 @@ def shap_bars_png(shap: dict[str, Any]) -> str:
     return out
 
 
-def _phase_section(metrics: dict[str, Any], curves: dict[str, Any]) -> list[str]:
+def _phase_section(details: dict[str, Any], curves: dict[str, Any]) -> list[str]:
     parts = [
         "<table><tr><th>phase</th><th>test AUC</th><th>healthy</th><th>top drivers</th>"
         "<th>summary</th></tr>"
     ]
-    for phase in metrics.get("phase_order", list(metrics["phases"])):
-        v = metrics["phases"][phase]
+    for phase in details.get("phase_order", list(details["phases"])):
+        v = details["phases"][phase]
         drivers = ", ".join(f"{d['feature']} ({d['mean_abs_shap']:.3f})" for d in v["drivers"])
         parts.append(
             f"<tr><td>{html.escape(phase)}</td><td>{v['test_auc']:.3f}</td>"
@@ -133,7 +135,7 @@ def decision_png(curves: dict[str, Any]) -> list[str]:
     return out
 
 
-def _decision_section(curves: dict[str, Any]) -> list[str]:
+def _decision_section(curves: dict[str, Any], offer_percents: Sequence[float]) -> list[str]:
     pol = curves["policies"]
     cols = (
         "expected_net_revenue_retained",
@@ -145,7 +147,8 @@ def _decision_section(curves: dict[str, Any]) -> list[str]:
     parts = [
         "<table><tr><th>policy</th>"
         + "".join(f"<th>{c.replace('_', ' ')} (95 % CI)</th>" for c in cols)
-        + "<th>ROI</th><th>offer mix 0/5/10/15 %</th><th>max overshoot</th>"
+        + f"<th>ROI</th><th>offer mix {'/'.join(f'{p:g}' for p in offer_percents)} %</th>"
+        "<th>max overshoot</th>"
         "<th>fatigue / cooldown violations</th></tr>"
     ]
     for name, m in sorted(pol.items(), key=lambda kv: -kv[1][cols[0]]["mean"]):
@@ -177,10 +180,12 @@ def _fmt(v: Any) -> str:
 
 def render(
     results: list[GateResult],
-    metrics_by_model: dict[str, dict[str, Any]],
+    metrics_by_model: dict[str, ModelResult],
     curves_by_model: dict[str, dict[str, Any]],
+    offer_percents: Sequence[float] = (),
     title: str = "Retention pipeline: evaluation gates",
 ) -> str:
+    """``offer_percents``: the contract's offer levels, the columns of the policies' offer mix."""
     passed = all(r.passed for r in results)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -199,16 +204,17 @@ def render(
             f"<td>{html.escape(r.message)}</td></tr>"
         )
     parts.append("</table>")
-    for name, metrics in metrics_by_model.items():
+    for name, result in metrics_by_model.items():
         parts.append(f"<h2>{html.escape(name)}</h2><table><tr><th>metric</th><th>value</th></tr>")
-        for k, v in metrics.items():
-            if isinstance(v, (int, float, str)):
+        shown = [*result.text_fields(), *result.numeric_fields()]
+        for k in (k for k in type(result).model_fields if k in shown):
+            if (v := getattr(result, k)) is not None:
                 parts.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>")
         parts.append("</table>")
-        if "phases" in metrics:
-            parts += _phase_section(metrics, curves_by_model.get(name, {}))
+        if "phases" in result.details:
+            parts += _phase_section(result.details, curves_by_model.get(name, {}))
         if "policies" in curves_by_model.get(name, {}):
-            parts += _decision_section(curves_by_model[name])
+            parts += _decision_section(curves_by_model[name], offer_percents)
         if name in curves_by_model and "roc" in curves_by_model[name]:
             imgs = roc_and_calibration_png(name, curves_by_model[name])
             parts.append(

@@ -5,18 +5,22 @@ never instructions, and the facts pass through ``shield.safe_facts`` first. Ever
 message passes the shield. Each preference pair's rejected message breaks one named rule
 (missing name, missing offer, wrong discount, too long, pushy, false promise, banned word), so the
 reward model learns the checklist the shield enforces, plus fluency from the chosen side.
+Offers are stated in the contact contract's words (``retention.contract``), as the shield
+requires.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from retention.contract import ContactContract
 from retention.data.synthetic import FIRST_NAMES, PLANS, TIMEZONES
-from retention.messaging.shield import DISCOUNTS, check_message, safe_facts
+from retention.data.synthetic import reference_message as _write
+from retention.messaging.shield import check_message, safe_facts
 
 # Short on purpose: the system turn is in every training and rollout sequence, and on CPU the
 # cost of a step grows with its tokens.
@@ -27,18 +31,6 @@ SYSTEM = (
 # Only what a message uses goes into the prompt: other facts (bills, contract, time zone) serve
 # the models and the ledger, and each token here costs every training and serving step.
 PROMPT_FACTS = ("name", "plan", "tenure")
-OPENERS = ("Hi {n},", "Hello {n},", "Dear {n},", "Hey {n},")
-BODIES = (
-    " thanks for {t} months with us on {p}.",
-    " we value your {t} months on the {p} plan.",
-    " it has been {t} months since you joined {p}.",
-)
-OFFERS = (
-    (" If you have a minute, tell us how we can help.", " Just reply if anything could be better."),
-    (" Enjoy {d}% off your next bill, just reply YES.", " Here is {d}% off your next bill if you stay."),
-    (" Here is {d}% off your next three bills if you stay.", " Enjoy {d}% off your next three bills."),
-    (" Stay with us and get {d}% off for six months.", " Enjoy {d}% off for six months, reply YES."),
-)  # fmt: skip
 CORRUPTIONS = (
     "missing_name",
     "missing_offer",
@@ -49,6 +41,11 @@ CORRUPTIONS = (
     "false_promise",
     "profanity",
 )
+# What a wrong offer states instead of the decided percent (any but that one is wrong).
+WRONG_PERCENTS = (20, 25, 30, 50, 90)
+# Tries to write a passing message of each level for the shortest facts, before concluding that
+# the contract's words for it (``contract.offers[].words``) break a rule whatever the customer.
+WORDING_TRIES = 50
 
 
 @dataclass(frozen=True)
@@ -56,16 +53,19 @@ class Example:
     facts: dict[str, Any]
     offer_level: int
     message: str
+    contract: ContactContract = field(repr=False)
 
     def prompt(self) -> list[dict[str, str]]:
-        return build_prompt(self.facts, self.offer_level)
+        return build_prompt(self.facts, self.offer_level, self.contract)
 
 
-def build_prompt(facts: dict[str, Any], offer_level: int) -> list[dict[str, str]]:
-    """Chat turns for one message; facts are sanitised and fenced as JSON data."""
+def build_prompt(
+    facts: dict[str, Any], offer_level: int, contract: ContactContract
+) -> list[dict[str, str]]:
+    """Chat turns for one message; facts are sanitised and fenced as JSON data, the offer is the
+    contract's words for the level."""
     clean, _ = safe_facts(facts)
-    offer = DISCOUNTS[offer_level]
-    decision = f"{offer}% off" if offer else "no discount, just a check-in"
+    decision = contract.offer_phrase(offer_level) or "no discount, just a check-in"
     data = json.dumps({k: clean[k] for k in PROMPT_FACTS if k in clean}, ensure_ascii=False)
     return [
         {"role": "system", "content": SYSTEM},
@@ -82,17 +82,38 @@ def _facts(rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def reference_message(facts: dict[str, Any], level: int, rng: np.random.Generator) -> str:
-    d = DISCOUNTS[level]
-    return (
-        str(rng.choice(OPENERS)).format(n=facts["name"])
-        + str(rng.choice(BODIES)).format(t=facts["tenure"], p=facts["plan"])
-        + str(rng.choice(OFFERS[level])).format(d=d)
-    )
+def reference_message(
+    facts: dict[str, Any], level: int, contract: ContactContract, rng: np.random.Generator
+) -> str:
+    return _write(facts["name"], facts["tenure"], facts["plan"], level, contract, rng)
+
+
+def check_wording(contract: ContactContract) -> None:
+    """A ValueError naming the offer level whose words no reference message can pass the shield
+    with, even for the shortest facts (no percent stated, too long, a banned phrase)."""
+    facts = {"name": min(FIRST_NAMES, key=len), "plan": min(PLANS, key=len), "tenure": 1}
+    rng = np.random.default_rng(0)
+    for level in range(len(contract.offers)):
+        verdicts = []
+        for _ in range(WORDING_TRIES):
+            msg = reference_message(facts, level, contract, rng)
+            verdicts.append(check_message(msg, facts, level, contract))
+            if verdicts[-1].passed:
+                break
+        else:
+            details = sorted({v.detail for r in verdicts for v in r.violations})
+            raise ValueError(
+                f"contract.offers[{level}]: no message stating {contract.offer_phrase(level)!r} "
+                f"passes the shield ({'; '.join(details)})"
+            )
 
 
 def examples(
-    n: int, seed: int, flawed_share: float = 0.0, flaws: tuple[str, ...] = ("missing_name",)
+    n: int,
+    seed: int,
+    contract: ContactContract,
+    flawed_share: float = 0.0,
+    flaws: tuple[str, ...] = ("missing_name",),
 ) -> list[Example]:
     """``n`` (facts, offer level, message) triples.
 
@@ -101,31 +122,34 @@ def examples(
     before anyone personalised them): SFT imitates the habit, and it is the reward model and
     the shield's penalty in PPO that remove it, which is the reason for RLHF after SFT.
     """
+    check_wording(contract)
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[Example] = []
     while len(out) < n:
         facts, level = _facts(rng), int(rng.choice(4, p=[0.25, 0.35, 0.25, 0.15]))
-        msg = reference_message(facts, level, rng)
-        if not check_message(msg, facts, level).passed:
+        msg = reference_message(facts, level, contract, rng)
+        if not check_message(msg, facts, level, contract).passed:
             continue
         if flawed_share and rng.random() < flawed_share:
             kind = str(rng.choice(flaws))
-            if kind == "missing_offer" and DISCOUNTS[level] == 0:
+            if kind == "missing_offer" and not contract.level(level).discount:
                 kind = "missing_name"
-            msg = corrupt(msg, facts, level, kind, rng)
-        out.append(Example(facts, level, msg))
+            msg = corrupt(msg, facts, level, kind, contract, rng)
+        out.append(Example(facts, level, msg, contract))
     return out
 
 
-def corrupt(msg: str, facts: dict[str, Any], level: int, kind: str, rng) -> str:
+def corrupt(
+    msg: str, facts: dict[str, Any], level: int, kind: str, contract: ContactContract, rng
+) -> str:
     """The message with one named rule broken."""
-    d = DISCOUNTS[level]
+    d = contract.level(level).percent
     if kind == "missing_name":
         return msg.replace(facts["name"], "valued customer", 1)
     if kind == "missing_offer":
         return f"Hi {facts['name']}, thanks for being with us on {facts['plan']}. We have something for you soon."
     if kind == "wrong_offer":
-        wrong = int(rng.choice([x for x in (20, 25, 30, 50, 90) if x != d]))
+        wrong = int(rng.choice([x for x in WRONG_PERCENTS if x != d]))
         return msg.replace(f"{d}%", f"{wrong}%") if d else msg + f" Take {wrong}% off today."
     if kind == "length":
         return msg + " We truly appreciate every single month you have spent with us." * 3
@@ -140,16 +164,16 @@ def corrupt(msg: str, facts: dict[str, Any], level: int, kind: str, rng) -> str:
     raise ValueError(f"unknown corruption {kind!r}")
 
 
-def preference_pairs(n: int, seed: int) -> list[dict[str, Any]]:
+def preference_pairs(n: int, seed: int, contract: ContactContract) -> list[dict[str, Any]]:
     """``n`` {prompt, chosen, rejected, rule} rows; the rejected side breaks exactly ``rule``."""
     rng = np.random.default_rng(seed)
     rows = []
-    for ex in examples(n, seed + 1):
+    for ex in examples(n, seed + 1, contract):
         kind = str(rng.choice(CORRUPTIONS))
-        rejected = corrupt(ex.message, ex.facts, ex.offer_level, kind, rng)
-        if kind == "missing_offer" and DISCOUNTS[ex.offer_level] == 0:
+        rejected = corrupt(ex.message, ex.facts, ex.offer_level, kind, contract, rng)
+        if kind == "missing_offer" and not contract.level(ex.offer_level).discount:
             kind = "missing_name"
-            rejected = corrupt(ex.message, ex.facts, ex.offer_level, kind, rng)
+            rejected = corrupt(ex.message, ex.facts, ex.offer_level, kind, contract, rng)
         rows.append(
             {
                 "prompt": ex.prompt(),

@@ -39,6 +39,8 @@ from retention.messaging.reward import RewardScorer
 from retention.messaging.sft import distinct_2, eval_examples, generate, lora_config
 from retention.messaging.shield import check_message, shielded
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
+from retention.progress import Progress
+from retention.results import WriterResult
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def reward_scores(rm: RewardScorer, items: list[Example], messages: list[str], p
     scores = rm.score([e.prompt() for e in items], messages)
     violations = np.array(
         [
-            len(check_message(m, e.facts, e.offer_level).violations)
+            len(check_message(m, e.facts, e.offer_level, e.contract).violations)
             for m, e in zip(messages, items, strict=True)
         ]
     )
@@ -156,7 +158,8 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) ->
         sft_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
     ppo_rm = rm.score(prompts, ppo_msgs)
     sft_rm = rm.score(prompts, sft_msgs)
-    checks = [(check_message(p, e.facts, e.offer_level), check_message(s, e.facts, e.offer_level))
+    checks = [(check_message(p, e.facts, e.offer_level, e.contract),
+               check_message(s, e.facts, e.offer_level, e.contract))
               for p, s, e in zip(ppo_msgs, sft_msgs, items, strict=True)]  # fmt: skip
     nv = np.array([[len(a.violations), len(b.violations)] for a, b in checks])
     wins = (nv[:, 0] < nv[:, 1]) + 0.5 * (nv[:, 0] == nv[:, 1])
@@ -180,9 +183,15 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) ->
                 )
         kls.append(float((lp - ref).sum()))
     passed_before = np.array([a.passed for a, _ in checks])
-    sent = [shielded(m, e.facts, e.offer_level)[0] for m, e in zip(ppo_msgs, items, strict=True)]
+    sent = [
+        shielded(m, e.facts, e.offer_level, e.contract)[0]
+        for m, e in zip(ppo_msgs, items, strict=True)
+    ]
     passed_after = np.array(
-        [check_message(m, e.facts, e.offer_level).passed for m, e in zip(sent, items, strict=True)]
+        [
+            check_message(m, e.facts, e.offer_level, e.contract).passed
+            for m, e in zip(sent, items, strict=True)
+        ]
     )
     return {
         # Ties (the same message) count half, for both judges.
@@ -201,7 +210,7 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) ->
 
 def train_ppo_text(
     profile: Profile, sft_dir: str | Path, rm_dir: str | Path, out_dir: str | Path
-) -> dict[str, Any]:
+) -> WriterResult:
     import torch
 
     cfg = profile.writer.ppo
@@ -212,9 +221,12 @@ def train_ppo_text(
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon)
     dev = device()
-    pool = examples(cfg.updates * cfg.batch_size, profile.seed + TRAIN_SEED_OFFSET)
+    pool = examples(
+        cfg.updates * cfg.batch_size, profile.seed + TRAIN_SEED_OFFSET, profile.contract
+    )
     history = []
     t0 = time.perf_counter()
+    progress = Progress("ppo-text", cfg.updates, unit="update")
     for u in range(cfg.updates):
         items = pool[u * cfg.batch_size : (u + 1) * cfg.batch_size]
         ro = rollout(policy, value_head, tok, rm, items, cfg)
@@ -246,16 +258,17 @@ def train_ppo_text(
             **stats,
         }
         history.append(row)
-        log.info("ppo-text update %d/%d: score %.3f, kl %.3f, beta %.4f",
-                 u + 1, cfg.updates, row["score"], mean_kl, kl_ctl.value)  # fmt: skip
+        progress.step(u + 1, f"score {row['score']:.3f}, kl {mean_kl:.3f}, beta {kl_ctl.value:.4f}")
     train_s = time.perf_counter() - t0
-    metrics = {
-        "updates": cfg.updates,
-        "train_s": train_s,
-        "s_per_update": train_s / cfg.updates,
-        "final_kl_coef": kl_ctl.value,
-        **evaluate_writer(policy, tok, rm, eval_examples(profile), cfg),
-    }
+    judged = evaluate_writer(policy, tok, rm, eval_examples(profile), cfg)
+    metrics = WriterResult(
+        updates=cfg.updates,
+        train_s=train_s,
+        s_per_update=train_s / cfg.updates,
+        final_kl_coef=kl_ctl.value,
+        **{k: v for k, v in judged.items() if k != "samples"},
+        details={"samples": judged["samples"], "history": history},
+    )
     out = Path(out_dir)
     with atomic_dir(out / MODEL_DIR) as tmp:
         policy.save_pretrained(str(tmp / "ppo_adapter"))
@@ -266,5 +279,5 @@ def train_ppo_text(
             "stage": "ppo", "base": profile.writer.model.model_dump(),
             "chain": ["sft_adapter (merged)", "ppo_adapter"],
         })  # fmt: skip
-    write_json(out / METRICS_FILE, {**metrics, "history": history})
+    metrics.save(out / METRICS_FILE)
     return metrics

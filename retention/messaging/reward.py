@@ -20,8 +20,9 @@ from retention.fileio import atomic_dir, write_json
 from retention.messaging.base_model import load_base
 from retention.messaging.data import preference_pairs
 from retention.messaging.public_data import public_pairs
-from retention.messaging.sft import lora_config, trainer_kwargs
+from retention.messaging.sft import lora_config, step_progress, trainer_kwargs
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
+from retention.results import RewardResult
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def pairwise_accuracy(scorer: RewardScorer, pairs: list[dict[str, Any]]) -> dict
     }
 
 
-def train_rm(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
+def train_rm(profile: Profile, out_dir: str | Path) -> RewardResult:
     """Train the reward model; write ``model/`` (adapter + score head + tokenizer), metrics."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
@@ -107,30 +108,36 @@ def train_rm(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
         args=args,
         train_dataset=Dataset.from_list(
             rm_rows(
-                preference_pairs(cfg.rm.pairs, profile.seed)
+                preference_pairs(cfg.rm.pairs, profile.seed, profile.contract)
                 + public_pairs(cfg.rm.public, out / "public")
             )
         ),
         processing_class=tok,
         peft_config=lora_config(cfg, task_type="SEQ_CLS"),
+        callbacks=[step_progress("rm")],
     )
     t = time.perf_counter()
     result = trainer.train()
     train_s = time.perf_counter() - t
     scorer = RewardScorer(trainer.model, tok, cfg.rm.max_length)
-    held_out = preference_pairs(cfg.rm.eval_pairs, profile.seed + EVAL_SEED_OFFSET)
-    metrics = {
-        "train_loss": float(result.training_loss),
-        "steps": cfg.rm.steps,
-        "train_s": train_s,
-        "s_per_step": train_s / cfg.rm.steps,
-        "eval_pairs": len(held_out),
-        **pairwise_accuracy(scorer, held_out),
-    }
+    held_out = preference_pairs(
+        cfg.rm.eval_pairs, profile.seed + EVAL_SEED_OFFSET, profile.contract
+    )
+    judged = pairwise_accuracy(scorer, held_out)
+    metrics = RewardResult(
+        train_loss=float(result.training_loss),
+        steps=cfg.rm.steps,
+        train_s=train_s,
+        s_per_step=train_s / cfg.rm.steps,
+        eval_pairs=len(held_out),
+        accuracy=judged["accuracy"],
+        mean_margin=judged["mean_margin"],
+        details={"accuracy_by_rule": judged["accuracy_by_rule"]},
+    )
     with atomic_dir(out / MODEL_DIR) as tmp:
         trainer.model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         write_json(tmp / "writer.json", {"stage": "rm", "base": cfg.model.model_dump()})
-    write_json(out / METRICS_FILE, metrics)
-    log.info("rm: held-out pairwise accuracy %.3f", metrics["accuracy"])
+    metrics.save(out / METRICS_FILE)
+    log.info("rm: held-out pairwise accuracy %.3f", metrics.accuracy)
     return metrics

@@ -21,6 +21,8 @@ from retention.messaging.device import bf16_ok, device
 from retention.messaging.public_data import public_sft_rows
 from retention.messaging.shield import check_message
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
+from retention.progress import Progress
+from retention.results import SftResult
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,28 @@ def trainer_kwargs(out: Path, steps: int, batch_size: int, lr: float, max_length
         "report_to": "none",
         "seed": seed,
     }
+
+
+def step_progress(what: str):
+    """A transformers ``TrainerCallback`` that reports the trainer's steps through the progress
+    helper (step k/n, s/step, the last logged loss); built here so transformers loads only when a
+    trainer does."""
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.progress: Progress | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress = Progress(what, state.max_steps, unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            # The loss is logged every ``logging_steps``; show the latest one.
+            loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+            detail = f"loss {loss:.3f}" if loss is not None else ""
+            self.progress.step(min(state.global_step, state.max_steps), detail)
+
+    return StepProgress()
 
 
 def sft_rows(items: list[Example]) -> list[dict[str, Any]]:
@@ -99,7 +123,8 @@ def distinct_2(texts: list[str]) -> float:
 
 def judge(messages: list[str], items: list[Example]) -> dict[str, Any]:
     results = [
-        check_message(m, e.facts, e.offer_level) for m, e in zip(messages, items, strict=True)
+        check_message(m, e.facts, e.offer_level, e.contract)
+        for m, e in zip(messages, items, strict=True)
     ]
     by_rule: dict[str, int] = {}
     for r in results:
@@ -113,17 +138,21 @@ def judge(messages: list[str], items: list[Example]) -> dict[str, Any]:
 
 
 def eval_examples(profile: Profile) -> list[Example]:
-    return examples(profile.writer.sft.eval_prompts, profile.seed + EVAL_SEED_OFFSET)
+    return examples(
+        profile.writer.sft.eval_prompts, profile.seed + EVAL_SEED_OFFSET, profile.contract
+    )
 
 
-def train_sft(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
+def train_sft(profile: Profile, out_dir: str | Path) -> SftResult:
     """Train the LoRA adapter; write ``model/`` (adapter + tokenizer) and ``metrics.json``."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     cfg = profile.writer
     model, tok = load_base(cfg.model)
-    train = examples(cfg.sft.examples, profile.seed, cfg.sft.flawed_share, tuple(cfg.sft.flaws))
+    train = examples(
+        cfg.sft.examples, profile.seed, profile.contract, cfg.sft.flawed_share, tuple(cfg.sft.flaws)
+    )
     out = Path(out_dir)
     s = cfg.sft
     args = SFTConfig(
@@ -140,32 +169,37 @@ def train_sft(profile: Profile, out_dir: str | Path) -> dict[str, Any]:
         ),
         processing_class=tok,
         peft_config=lora_config(cfg),
+        callbacks=[step_progress("sft")],
     )
     t = time.perf_counter()
     result = trainer.train()
     train_s = time.perf_counter() - t
-    metrics: dict[str, Any] = {
-        "train_loss": float(result.training_loss),
-        "steps": cfg.sft.steps,
-        "train_s": train_s,
-        "s_per_step": train_s / cfg.sft.steps,
-    }
+    metrics = SftResult(
+        train_loss=float(result.training_loss),
+        steps=cfg.sft.steps,
+        train_s=train_s,
+        s_per_step=train_s / cfg.sft.steps,
+    )
     if cfg.sft.evaluate:
         held_out = eval_examples(profile)
         t = time.perf_counter()
         messages = generate(trainer.model, tok, [e.prompt() for e in held_out],
                             cfg.sft.max_new_tokens)  # fmt: skip
-        metrics |= {
-            "eval_prompts": len(held_out),
-            "generation_s": time.perf_counter() - t,
-            **judge(messages, held_out),
+        verdict = judge(messages, held_out)
+        metrics.eval_prompts = len(held_out)
+        metrics.generation_s = time.perf_counter() - t
+        metrics.shield_pass_rate = verdict["shield_pass_rate"]
+        metrics.distinct_2 = verdict["distinct_2"]
+        metrics.details = {
+            "violations_by_rule": verdict["violations_by_rule"],
             "samples": messages[:8],
         }
     with atomic_dir(out / MODEL_DIR) as tmp:
         trainer.model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         write_json(tmp / "writer.json", {"stage": "sft", "base": cfg.model.model_dump()})
-    write_json(out / METRICS_FILE, metrics)
-    log.info("sft: loss %.3f, shield pass %s", metrics["train_loss"],
-             metrics.get("shield_pass_rate", "not evaluated (ppo-text compares)"))  # fmt: skip
+    metrics.save(out / METRICS_FILE)
+    shield = metrics.shield_pass_rate
+    log.info("sft: loss %.3f, shield pass %s", metrics.train_loss,
+             "not evaluated (ppo-text compares)" if shield is None else f"{shield:.2f}")  # fmt: skip
     return metrics

@@ -2,8 +2,9 @@
 
 A pushed writer holds two LoRA adapters (``sft_adapter``, ``ppo_adapter``) and ``writer.json``
 naming the base model. Both adapters are merged into the base at load, so generation runs on a
-plain causal LM with no adapter overhead. What comes out is the raw text: callers send it only
-through ``shield.shielded``.
+plain causal LM with no adapter overhead. Prompts state the offer in the words of the contact
+contract the writer serves under. What comes out is the raw text: callers send it only through
+``shield.shielded``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.config import WriterModelConfig
+from retention.contract import ContactContract
 from retention.fileio import read_json
 from retention.messaging.base_model import load_base
 from retention.messaging.data import build_prompt
@@ -27,11 +29,17 @@ class WriterLoadError(RuntimeError):
 class MessageWriter:
     model: Any
     tokenizer: Any
+    contract: ContactContract
     max_new_tokens: int = 60
 
     @classmethod
     def load(
-        cls, model_dir: str | Path, *, cache_dir: str | None = None, max_new_tokens: int = 60
+        cls,
+        model_dir: str | Path,
+        contract: ContactContract,
+        *,
+        cache_dir: str | None = None,
+        max_new_tokens: int = 60,
     ) -> MessageWriter:
         from peft import PeftModel
 
@@ -53,13 +61,15 @@ class MessageWriter:
                 raise WriterLoadError(f"{adapter}: adapter_config.json is missing")
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         model.eval()
-        return cls(model, tok, max_new_tokens)
+        return cls(model, tok, contract, max_new_tokens)
 
     def write(self, facts: list[dict[str, Any]], offer_levels: list[int]) -> list[str]:
         """Greedy messages for a batch of (facts, decided offer level); raw, not yet shielded."""
         from retention.messaging.sft import generate
 
-        prompts = [build_prompt(f, lvl) for f, lvl in zip(facts, offer_levels, strict=True)]
+        prompts = [
+            build_prompt(f, lvl, self.contract) for f, lvl in zip(facts, offer_levels, strict=True)
+        ]
         return generate(self.model, self.tokenizer, prompts, self.max_new_tokens)
 
     def timed_write(self, facts: dict[str, Any], offer_level: int) -> tuple[str, int, float]:
@@ -68,7 +78,9 @@ class MessageWriter:
 
         tok = self.tokenizer
         text = tok.apply_chat_template(
-            build_prompt(facts, offer_level), tokenize=False, add_generation_prompt=True
+            build_prompt(facts, offer_level, self.contract),
+            tokenize=False,
+            add_generation_prompt=True,
         )
         batch = tok(text, return_tensors="pt")
         t = time.perf_counter()

@@ -8,7 +8,6 @@ calibrated probability keeps that order.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ from retention.config import Profile
 from retention.data.split import read_split
 from retention.models.binary import BinaryModel, Columns, train_binary
 from retention.models.outputs import save_outputs
+from retention.results import AcceptResult
 
 OFFER = "offer_level"
 LEVELS = (0, 1, 2, 3)
@@ -59,15 +59,20 @@ def acceptance_curve(model: BinaryModel, customers: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def train_accept(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def train_accept(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> AcceptResult:
     parts = [read_split(split_dir, "offers", p) for p in ("train", "valid", "test")]
     if OFFER not in parts[0].columns:
         raise KeyError(f"data.offers has no '{OFFER}' column (use bank_marketing_adapter)")
-    model, metrics, curves = train_binary(
-        *parts, columns_for(profile), profile.accept, profile.seed, monotone=MONOTONE
+    model, result, curves = train_binary(
+        *parts,
+        columns_for(profile),
+        profile.accept,
+        profile.seed,
+        monotone=MONOTONE,
+        result=AcceptResult,
     )
     curve = acceptance_curve(model, parts[2])
-    metrics["monotone_violations"] = int((np.diff(curve, axis=1) < -1e-9).sum())
-    metrics["mean_accept_by_level"] = curve.mean(axis=0).round(4).tolist()
-    save_outputs(out_dir, model, metrics, curves)
-    return metrics
+    result.monotone_violations = int((np.diff(curve, axis=1) < -1e-9).sum())
+    result.details["mean_accept_by_level"] = curve.mean(axis=0).round(4).tolist()
+    save_outputs(out_dir, model, result, curves)
+    return result

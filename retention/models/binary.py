@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -20,15 +20,18 @@ import xgboost as xgb
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from retention.config import BinaryTrainerConfig
-from retention.evaluation import metrics as M
 from retention.fileio import atomic_dir, read_json, write_json
+from retention.models import metrics as M
 from retention.models.calibration import Calibrator, choose_calibrator
 from retention.models.preprocess import TabularPreprocessor
+from retention.progress import Progress
+from retention.results import BinaryResult
 
 log = logging.getLogger(__name__)
 
 BOOSTER_FILE = "model.json"
 META_FILE = "preprocess.json"
+B = TypeVar("B", bound=BinaryResult)
 
 
 @dataclass
@@ -272,7 +275,12 @@ def search_hyperparameters(
         return float(np.mean(aucs))
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, n_trials=cfg.search_trials)
+    progress = Progress("optuna search", cfg.search_trials, unit="trial")
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        progress.step(trial.number + 1, f"best CV AUC {study.best_value:.4f}")
+
+    study.optimize(objective, n_trials=cfg.search_trials, callbacks=[report])
     log.info("search: best CV AUC %.4f with %s", study.best_value, study.best_params)
     return cfg.model_copy(update=study.best_params)
 
@@ -286,8 +294,9 @@ def train_binary(
     seed: int,
     monotone: dict[str, int] | None = None,
     cross_validation: bool = True,
-) -> tuple[BinaryModel, dict[str, Any], dict[str, Any]]:
-    """The full recipe. Returns (model, metrics, curves for the report)."""
+    result: type[B] = BinaryResult,
+) -> tuple[BinaryModel, B, dict[str, Any]]:
+    """The full recipe. Returns (model, its ``result`` type filled in, curves for the report)."""
     tuned = search_hyperparameters(train, columns, cfg, seed, monotone)
     model, cal_scores = fit_model(train, valid, columns, tuned, seed, monotone)
     y_te = test[columns.target].to_numpy(int)
@@ -295,7 +304,7 @@ def train_binary(
     test_m = M.binary_metrics(y_te, p_te)
     lo, hi = M.bootstrap_auc_ci(y_te, p_te, n=cfg.bootstrap, seed=seed)
     tn_fp, fn_tp = M.confusion(y_te, p_te, model.threshold)
-    metrics: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "test_auc": test_m["auc"],
         "test_auc_ci_low": lo,
         "test_auc_ci_high": hi,
@@ -307,8 +316,10 @@ def train_binary(
         "threshold": model.threshold,
         "test_expected_cost_per_row": (cfg.fn_cost * fn_tp[0] + cfg.fp_cost * tn_fp[1]) / len(y_te),
         "calibration": model.calibrator.method,
-        "calibration_valid_log_loss": cal_scores,
         "best_iteration": int(model.booster.num_boosted_rounds()),
+    }
+    details: dict[str, Any] = {
+        "calibration_valid_log_loss": cal_scores,
         "hyperparameters": {
             k: getattr(tuned, k)
             for k in (
@@ -323,8 +334,11 @@ def train_binary(
     }
     if cross_validation:
         whole = pd.concat([train, valid, test], ignore_index=True)
-        metrics.update(cross_validate(whole, columns, tuned, seed, monotone))
-    model.info = {"metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+        cv = cross_validate(whole, columns, tuned, seed, monotone)
+        details["cv_fold_auc"] = cv.pop("cv_fold_auc")
+        fields |= cv
+    metrics = result(**fields, details=details)
+    model.info = {"metrics": metrics.scalars()}
     curves = {
         "roc": M.roc_points(y_te, p_te),
         "calibration": M.calibration_curve(y_te, p_te),

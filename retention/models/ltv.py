@@ -27,6 +27,7 @@ from retention.data.split import read_split
 from retention.fileio import atomic_dir, write_json
 from retention.models.clv_baseline import BetaGeoNBD, GammaGamma
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
+from retention.results import LtvResult
 
 DAY = pd.Timedelta(days=1)
 
@@ -296,18 +297,23 @@ def churn_time_series_cv(
     }
 
 
-def train_ltv(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def train_ltv(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> LtvResult:
     spec, cfg = profile.data.orders, profile.ltv
     cid, date = spec.id_column or "customer_id", spec.time_column or "date"
     orders = read_split(split_dir, "orders", "all")
     cutoff = orders[date].max() + DAY - cfg.horizon_days * DAY
     f, y = build_dataset(orders, cutoff, cfg.horizon_days, cid, date, cfg.amount_column)
     fit = fit_and_evaluate(f, y, profile)
-    metrics = {
-        **fit["metrics"],
-        "cutoff": str(cutoff.date()),
-        **churn_time_series_cv(orders, cid, date, cfg.amount_column, seed=profile.seed),
-    }
+    churn = churn_time_series_cv(orders, cid, date, cfg.amount_column, seed=profile.seed)
+    measured = dict(fit["metrics"])
+    deviance = measured.pop("valid_tweedie_deviance")
+    result = LtvResult(
+        **measured,
+        cutoff=str(cutoff.date()),
+        churn_cv_auc=churn["churn_cv_auc"],
+        churn_rate=churn["churn_rate"],
+        details={"valid_tweedie_deviance": deviance, "churn_fold_auc": churn["churn_fold_auc"]},
+    )
     sel: Selection = fit["selection"]
     with atomic_dir(Path(out_dir) / MODEL_DIR) as tmp:
         if sel.best == "hurdle_glm":
@@ -318,8 +324,8 @@ def train_ltv(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> d
             "model": sel.best, "features": list(f.columns), "interval": fit["ratios"],
             "horizon_days": cfg.horizon_days,
         })  # fmt: skip
-    write_json(Path(out_dir) / METRICS_FILE, metrics)
-    return metrics
+    result.save(Path(out_dir) / METRICS_FILE)
+    return result
 
 
 class LtvModel:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from retention.fileio import write_json
+from retention.results import ModelResult
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
@@ -18,9 +19,9 @@ class Saveable(Protocol):
 
 
 def save_outputs(
-    out_dir: str | Path, model: Saveable, metrics: dict[str, Any], curves: dict[str, Any]
+    out_dir: str | Path, model: Saveable, result: ModelResult, curves: dict[str, Any]
 ) -> None:
     out = Path(out_dir)
     model.save(out / MODEL_DIR)
     write_json(out / CURVES_FILE, curves)
-    write_json(out / METRICS_FILE, metrics)
+    result.save(out / METRICS_FILE)

@@ -17,9 +17,10 @@ import pandas as pd
 
 from retention.config import Profile
 from retention.data.split import read_split
-from retention.evaluation import metrics as M
 from retention.fileio import atomic_dir, write_json
+from retention.models import metrics as M
 from retention.models.outputs import METRICS_FILE, MODEL_DIR, SHAP_FILE
+from retention.results import PhaseHealthResult
 
 PHASES = ("Learn", "Buy", "Get", "Use", "Pay", "Renew")
 
@@ -48,7 +49,7 @@ def summarise_phase(phase: str, y_all: pd.Series, x_all: pd.DataFrame, auc: floa
 
 def train_phase_health(
     profile: Profile, split_dir: str | Path, out_dir: str | Path
-) -> dict[str, Any]:
+) -> PhaseHealthResult:
     import lightgbm as lgb
 
     spec, cfg = profile.data.journey, profile.phase_health
@@ -105,14 +106,14 @@ def train_phase_health(
             test_scores.append(pd.Series(p, index=d["test"][spec.id_column].to_numpy(), name=phase))
         write_json(tmp / "features.json", {"features": feats, "phases": list(PHASES)})
     overall = pd.concat(test_scores, axis=1).mean(axis=1)
-    metrics = {
-        "test_auc": float(np.mean([v["test_auc"] for v in phases.values()])),
-        "test_min_phase_auc": float(min(v["test_auc"] for v in phases.values())),
-        "test_mean_overall_health": float(overall.mean()),
-        "phases": phases,
-        "phase_order": list(PHASES),  # JSON writers sort keys; the journey has an order
-    }
-    write_json(Path(out_dir) / METRICS_FILE, metrics)
+    result = PhaseHealthResult(
+        test_auc=float(np.mean([v["test_auc"] for v in phases.values()])),
+        test_min_phase_auc=float(min(v["test_auc"] for v in phases.values())),
+        test_mean_overall_health=float(overall.mean()),
+        # JSON writers sort keys; the journey has an order.
+        details={"phases": phases, "phase_order": list(PHASES)},
+    )
+    result.save(Path(out_dir) / METRICS_FILE)
     write_json(
         Path(out_dir) / SHAP_FILE,
         {
@@ -121,7 +122,7 @@ def train_phase_health(
             "mean_abs_shap": {k: v.tolist() for k, v in shap_means.items()},
         },
     )
-    return metrics
+    return result
 
 
 def load_phase_models(model_dir: str | Path):

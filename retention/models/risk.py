@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from retention.config import Profile
 from retention.data.split import read_split
 from retention.models.binary import Columns, train_binary
 from retention.models.outputs import save_outputs
+from retention.results import RiskResult
 
 
 def columns_for(profile: Profile) -> Columns:
@@ -19,9 +19,11 @@ def columns_for(profile: Profile) -> Columns:
     return Columns(target=spec.target, id_column=spec.id_column, exclude=exclude)
 
 
-def train_risk(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def train_risk(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> RiskResult:
     """Train on the customers split; write ``model/``, ``metrics.json`` and ``curves.json``."""
     parts = [read_split(split_dir, "customers", p) for p in ("train", "valid", "test")]
-    model, metrics, curves = train_binary(*parts, columns_for(profile), profile.risk, profile.seed)
-    save_outputs(out_dir, model, metrics, curves)
-    return metrics
+    model, result, curves = train_binary(
+        *parts, columns_for(profile), profile.risk, profile.seed, result=RiskResult
+    )
+    save_outputs(out_dir, model, result, curves)
+    return result

@@ -5,6 +5,8 @@ Layout (a local folder or a ``gs://`` prefix)::
     <root>/<model>/<version>/...      copied files, never modified after the copy
     <root>/production                 JSON {"release": ..., "models": {model: version}, ...}
 
+``<model>`` is the catalogue's ``ModelSpec.name`` (``policy``, ``phase_health``, ...).
+
 A push first copies every model into a fresh version, then replaces ``production`` in one atomic
 write (``os.replace`` locally, a single object upload on GCS, which is atomic). A crash or a failed
 gate before that write leaves ``production`` exactly as it was; a crash after it leaves a complete

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from retention.catalogue import released, require_exactly
 from retention.config import Profile
 from retention.deploy.manifests import render, to_yaml
 from retention.models.outputs import MODEL_DIR
@@ -14,10 +15,16 @@ from retention.store.model_store import ModelStore
 def push_models(
     profile: Profile, trained: dict[str, str | Path], metadata: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """``trained`` maps a model name to its trainer's output directory (the model is in ``model/``)."""
+    """``trained`` maps each released model's name to its trainer's output directory.
+
+    Exactly the catalogue's released models, stored under their names: a release that lacks one
+    would leave serving on an older model of it without anyone having decided so.
+    """
+    names = [s.name for s in released()]
+    require_exactly("push: the released models", trained, names)
     models = {}
-    for name, d in trained.items():
-        d = Path(d)
+    for name in names:
+        d = Path(trained[name])
         models[name] = d / MODEL_DIR if (d / MODEL_DIR).is_dir() else d
     store = ModelStore(profile.model_store)
     pointer = store.push(models, metadata=metadata)

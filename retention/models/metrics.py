@@ -1,4 +1,7 @@
-"""Classification metrics: discrimination, calibration and their uncertainty."""
+"""Classification metrics: discrimination, calibration and their uncertainty.
+
+In the models layer because the trainers measure with them; evaluation reads what they wrote.
+"""
 
 from __future__ import annotations
 
