@@ -73,7 +73,7 @@ images: ## build and push REGISTRY/{cpu,gpu,serving}:IMAGE_TAG with docker build
 	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 -f docker/gpu.Dockerfile -t $(REGISTRY)/gpu:$(IMAGE_TAG) --push .
 	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 -f docker/serving.Dockerfile -t $(REGISTRY)/serving:$(IMAGE_TAG) --push .
 
-bench: bench-models bench-policy bench-writer bench-serving ## run every benchmark (JSON under bench-results/)
+bench: bench-models bench-policy bench-writer bench-serving bench-batch ## run every benchmark (JSON under bench-results/)
 
 bench-models: $(STAMP) ## tabular models on the real data in ../shared/data
 	$(PY) -m benchmarks.models --out bench-results/models.json --set accept.search_trials=15
@@ -87,6 +87,9 @@ bench-writer: $(STAMP) ## sft + rm + ppo-text on the local profile: time, qualit
 bench-serving: $(STAMP) ## loopback load: bare kserve.Model vs the decision path, then a mixed load
 	$(PY) -m benchmarks.serving --profile $(PROFILE) --out bench-results/serving.json
 
+bench-batch: $(STAMP) ## decide-batch on 1,000,000 synthetic customers: risk scoring vs raw inplace_predict, rows/s, memory
+	$(PY) -m benchmarks.batch --profile $(PROFILE) --out bench-results/batch.json
+
 serve: $(STAMP) ## serve the pushed models on loopback (after make run); prints a curl line
 	$(VENV)/bin/retention serve --profile $(PROFILE)
 
@@ -98,4 +101,4 @@ clean: ## remove runs, the local model store and build outputs (not .venv)
 
 .PHONY: help install run test test-all lint format compile bench bench-models bench-policy \
 	tools images \
-	bench-writer bench-serving serve constraints clean
+	bench-writer bench-serving bench-batch serve constraints clean

@@ -12,20 +12,29 @@ from pipelines.dag import Target, build_pipeline
 from retention.config import Profile
 
 
-def compile_pipeline(profile: Profile, target: Target, out: str | Path) -> Path:
-    """Write the YAML atomically. ``kfp`` output carries a second document (platform spec)."""
+def compile_pipeline(
+    profile: Profile, target: Target, out: str | Path, pipeline: str = "training"
+) -> Path:
+    """Write the YAML atomically. ``kfp`` output carries a second document (platform spec).
+
+    ``pipeline``: ``training`` (the DAG) or ``batch`` (``pipelines/batch.py``, decide-batch).
+    """
     if target == "local":
         raise ValueError("compile for 'vertex' or 'kfp'; 'local' runs with `retention run`")
+    if pipeline == "training":
+        func, name = build_pipeline(profile, target=target), profile.pipeline.name
+    elif pipeline == "batch":
+        from pipelines.batch import build_batch_pipeline, pipeline_name
+
+        func, name = build_batch_pipeline(profile, target=target), pipeline_name(profile)
+    else:
+        raise ValueError(f"pipeline: expected training or batch, got {pipeline!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.parent)
     os.close(fd)
     try:
-        compiler.Compiler().compile(
-            build_pipeline(profile, target=target),
-            package_path=tmp,
-            pipeline_name=profile.pipeline.name,
-        )
+        compiler.Compiler().compile(func, package_path=tmp, pipeline_name=name)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

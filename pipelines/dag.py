@@ -21,17 +21,24 @@ from components.ingest import ingest
 from components.push import push
 from components.split import split
 from retention import catalogue
-from retention.config import Profile
+from retention.config import Profile, Resources
 
 Target = Literal["local", "vertex", "kfp"]
 
 
-def _place(task: dsl.PipelineTask, name: str, profile: Profile, target: Target):
+def _place(
+    task: dsl.PipelineTask,
+    name: str,
+    profile: Profile,
+    target: Target,
+    res: Resources | None = None,
+):
+    """Name, caching, resources (``res``, else the profile's for the task) and node pool."""
     task.set_display_name(name)
     task.set_caching_options(profile.pipeline.enable_caching)
     if target == "local":
         return task
-    res = profile.pipeline.resources_for(name)
+    res = res or profile.pipeline.resources_for(name)
     task.set_cpu_limit(res.cpu).set_memory_limit(res.memory)
     if res.accelerator_type and res.accelerator_count:
         task.set_accelerator_type(res.accelerator_type).set_accelerator_limit(res.accelerator_count)

@@ -95,9 +95,12 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         task="train-ltv",
         component="train_ltv",
         result=LtvResult,
+        service="ltv",
         gates_min={"test_top10_capture": 0.25},
         gates_max={"test_abs_revenue_error": 0.3},
-        description="12-month value with an interval",
+        # A few JSON tables and one small model: a quarter of a core serves it.
+        deployment={"cpu": "250m", "memory": "1Gi", "max_replicas": 2},
+        description="12-month value with an interval, from order facts or the book mapping",
     ),
     ModelSpec(
         name="policy",

@@ -415,6 +415,15 @@ class LedgerConfig(Strict):
         default=None,
         description="SQLAlchemy URL (postgresql+psycopg://...); none: SQLite beside the model store.",
     )
+    pool_size: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Per transformer process: the threads that run ledger calls and the pooled "
+        "database connections they use, one each, so no call waits for a connection. A call "
+        "holds its thread for one short read or write, so a few serve a concurrency of dozens; "
+        "PostgreSQL's max_connections must cover pool_size x transformer processes.",
+    )
 
 
 class ExperimentConfig(Strict):
@@ -460,6 +469,39 @@ def _unknown(section: str, keys: Any, known: tuple[str, ...]) -> None:
         )
 
 
+class RequestLimits(Strict):
+    """What one request to a server may carry; anything beyond is refused (413 or 400), never
+    trimmed, so a caller learns which limit it hit."""
+
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Request body size on every route of every server (HTTP 413 beyond it).",
+    )
+    max_extra_facts: int = Field(
+        default=64,
+        ge=0,
+        description="Facts beyond the named ones (customer_id, name, tenure, plan, timezone, "
+        "value) in one request's customer_facts.",
+    )
+    max_fact_key_chars: int = Field(default=64, ge=1, description="Length of an extra fact's key.")
+    max_fact_value_chars: int = Field(
+        default=256, ge=1, description="Length of an extra fact's text value."
+    )
+    send_at_max_ahead_days: int = Field(
+        default=90, ge=0, description="How far after now a request's send_at may be."
+    )
+    send_at_max_behind_days: int = Field(
+        default=1,
+        ge=0,
+        description="How far before now send_at may be (clock skew, late retries).",
+    )
+
+
+# The served model that needs the GPU image's language-model stack: never co-located.
+GPU_SERVICE = "writer"
+
+
 class ServingConfig(Strict):
     """The KServe stack: predictors, the orchestrating transformer and its ledger."""
 
@@ -468,13 +510,43 @@ class ServingConfig(Strict):
     predictor_timeout_ms: int = Field(default=300, ge=1, description="Per predictor hop.")
     writer_timeout_ms: int = Field(default=3000, ge=1)
     use_writer: bool = Field(default=True, description="False: always the template message.")
+    mode: Literal["colocated", "remote"] = Field(
+        default="colocated",
+        description="colocated: the transformer loads every predictor but `remote_predictors` in "
+        "its own process and calls them with no HTTP hop (each still served on "
+        "/v1/models/NAME), one InferenceService for them all; remote: every predictor is its own "
+        "service, called over HTTP.",
+    )
+    remote_predictors: list[str] = Field(
+        default_factory=lambda: [GPU_SERVICE],
+        description="In colocated mode, the predictors still called over HTTP, each its own "
+        "InferenceService: the writer (GPU image) always; add one to canary it or scale it on its "
+        "own.",
+    )
+    model_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Threads one model call uses at serving (XGBoost nthread, LightGBM "
+        "num_threads, the serving process's torch intra-op threads): a decision is one row, "
+        "concurrent requests are the parallelism.",
+    )
+    inline_below_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="A predictor whose warm-up calls at load take less than this (90th "
+        "percentile) runs inline on the event loop (a worker-thread hop costs ~50 us); a slower "
+        "one runs in a worker thread, in-process hops under predictor_timeout_ms. 0: always a "
+        "worker thread.",
+    )
     predictor_urls: dict[str, str] = Field(
         default_factory=dict,
         description="Predictor name -> base URL for the transformer (in-cluster service URLs); "
-        "`retention serve` fills it with its own loopback predictors.",
+        "`retention serve` fills it with its own loopback predictors. In colocated mode only the "
+        "remote predictors' are used.",
     )
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
     namespace: str = "retention"
     image: str = "retention/serving:latest"
     writer_image: str = "retention/gpu:latest"
@@ -502,7 +574,23 @@ class ServingConfig(Strict):
         known = (*catalogue.services(), catalogue.ORCHESTRATOR)
         _unknown("serving.deployments", self.deployments, known)
         _unknown("serving.predictor_urls", self.predictor_urls, catalogue.services())
+        _unknown("serving.remote_predictors", self.remote_predictors, catalogue.services())
+        if self.mode == "colocated" and GPU_SERVICE not in self.remote_predictors:
+            raise ValueError(
+                f"serving.remote_predictors: must name {GPU_SERVICE!r}, which runs in the GPU "
+                "image on its own InferenceService, never inside the transformer"
+            )
         return self
+
+    def colocated(self) -> tuple[str, ...]:
+        """The predictors the transformer loads in its own process, in catalogue order."""
+        if self.mode == "remote":
+            return ()
+        return tuple(s for s in catalogue.services() if s not in self.remote_predictors)
+
+    def remote(self) -> tuple[str, ...]:
+        """The predictors called over HTTP, each its own InferenceService, in catalogue order."""
+        return tuple(s for s in catalogue.services() if s not in self.colocated())
 
 
 # ------------------------------------------------------------------------------------------ platform
@@ -554,6 +642,46 @@ class GcpConfig(Strict):
     template_path: str = "retention-pipeline.yaml"
 
 
+# --------------------------------------------------------------------------------------------- batch
+
+
+class BatchConfig(Strict):
+    """``retention decide-batch``: the decision path over a whole customer base.
+
+    The same models, limits and ledger as serving; the message is always the contract's template
+    (shielded), the writer being a GPU service sized for single requests.
+    """
+
+    chunk_rows: int = Field(
+        default=20_000, ge=1, description="Customers scored together: bounds the memory used."
+    )
+    ledger_rows: int = Field(
+        default=500,
+        ge=1,
+        description="Decisions per ledger write transaction: short, so serving never waits long "
+        "for a lock a batch holds.",
+    )
+    engine: Literal["local", "ray"] = Field(
+        default="local", description="local: chunks in this process; ray: Ray Data map_batches."
+    )
+    ray_address: str | None = Field(
+        default=None, description="A Ray cluster (KubeRay) to run on; none starts Ray in-process."
+    )
+    ray_workers: int = Field(default=2, ge=1, description="Ray actors deciding chunks at once.")
+    threads: int = Field(
+        default=0, ge=0, description="Threads per booster for a chunk; 0: every core."
+    )
+    factors: bool = Field(default=True, description="TreeSHAP risk factors for every customer.")
+    messages: bool = Field(default=True, description="The template message for every contact.")
+    id_column: str | None = Field(
+        default=None, description="The customer id column; none: data.customers.id_column."
+    )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(cpu="8", memory="32G"),
+        description="The decide-batch task of the KFP batch pipeline (pipelines/batch.py).",
+    )
+
+
 class Profile(Strict):
     name: str
     extends: str | None = Field(
@@ -575,6 +703,7 @@ class Profile(Strict):
         description="By model name (catalogue); a model given replaces its default bounds.",
     )
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     gcp: GcpConfig = Field(default_factory=GcpConfig)
 

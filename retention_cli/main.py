@@ -43,8 +43,8 @@ def cmd_run(args) -> int:
 def cmd_compile(args) -> int:
     from pipelines.compile import compile_pipeline
 
-    out = compile_pipeline(_load(args), args.target, args.output)
-    print(f"wrote {args.target} pipeline spec to {out}")
+    out = compile_pipeline(_load(args), args.target, args.output, args.pipeline)
+    print(f"wrote the {args.pipeline} pipeline's {args.target} spec to {out}")
     return 0
 
 
@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile the DAG to pipeline-spec YAML")
     _profile_args(p)
     p.add_argument("--target", choices=["vertex", "kfp"], default="vertex")
+    p.add_argument(
+        "--pipeline",
+        choices=["training", "batch"],
+        default="training",
+        help="the training DAG, or the batch decisions (decide-batch)",
+    )
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_compile)
 
@@ -142,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train_risk)
     _add_serving(sub)
+    _add_decide_batch(sub)
     _add_ab_report(sub)
     return parser
 
@@ -187,6 +194,75 @@ def _add_serving(sub) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--model-dir", help="the model's files (KServe mounts /mnt/models)")
     p.set_defaults(func=cmd_serve_model)
+
+
+def cmd_decide_batch(args) -> int:
+    from datetime import datetime
+
+    from pydantic import ValidationError
+
+    from retention.config import Profile
+    from serving.batch import decide_batch, offer_names
+
+    if args.profile_json:
+        if args.profile or args.config or args.overrides:
+            raise ValueError("--profile-json: give the profile as JSON or by name, not both")
+        try:
+            profile = Profile.model_validate_json(args.profile_json)
+        except ValidationError as err:
+            raise ConfigError(f"--profile-json: not a valid profile ({err})") from None
+    else:
+        profile = _load(args)
+    send_at = None
+    if args.send_at:
+        try:
+            send_at = datetime.fromisoformat(args.send_at)
+        except ValueError:
+            raise ValueError(f"--send-at: not an ISO date-time: {args.send_at!r}") from None
+    summary = decide_batch(
+        profile,
+        args.input,
+        args.out,
+        run_id=args.run_id or None,
+        send_at=send_at,
+        engine=args.engine,
+        rejects=args.rejects,
+        summary_path=args.summary,
+    )
+    print(summary.format(offer_names(profile)), flush=True)
+    return 0
+
+
+def _add_decide_batch(sub) -> None:
+    p = sub.add_parser(
+        "decide-batch",
+        help="decide for a whole customer base (parquet): risk, value, policy, limits, message",
+    )
+    _profile_args(p)
+    p.add_argument("--input", required=True, help="customers: a parquet file or folder")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="decisions parquet; the rejected rows and the summary are written beside it",
+    )
+    p.add_argument(
+        "--run-id",
+        help="decisions are recorded per customer and run id, so a re-run charges nothing "
+        "twice (default: the send day and a digest of the input)",
+    )
+    p.add_argument(
+        "--send-at",
+        help="when the contacts go out, ISO with offset (default: now); quiet hours and the "
+        "budget period are judged at it",
+    )
+    p.add_argument("--engine", choices=["local", "ray"], help="default: batch.engine")
+    p.add_argument("--rejects", help="where the rejected rows go (default: beside --out)")
+    p.add_argument("--summary", help="where the summary JSON goes (default: beside --out)")
+    p.add_argument(
+        "--profile-json",
+        help="the whole profile as JSON instead of --profile (what a pipeline task passes)",
+    )
+    p.set_defaults(func=cmd_decide_batch)
 
 
 def cmd_ab_report(args) -> int:

@@ -1,26 +1,44 @@
 """The contact ledger: the one place where serving-time contact limits are enforced.
 
-Every decision the transformer makes goes through :meth:`ContactLedger.decide`, which in ONE
-database transaction
+A decision costs the ledger one read and one write transaction.
 
-1. returns the recorded answer if the request id was seen before (a retry never re-checks or
-   re-spends: the first answer is the answer),
-2. checks quiet hours, cooldown, the fatigue cap and the period budget: the contact contract's
-   limits (``retention.contract.ContactLimits``), judged by ``retention.contract.breaches``, the
-   same function the simulated env calls,
-3. records the decision row and, for a contact, adds its cost to the period's spend,
+* :meth:`ContactLedger.view` is ONE statement, without locks: the stored answer of the request id
+  (an idempotent retry returns it and nothing is re-decided), and this customer's history in the
+  budget period (contacts, the last contact, the last offer) with the period's spend, which the
+  policy's observation needs.
+* :meth:`ContactLedger.answer` (and :meth:`ContactLedger.decide`, the same without an answer) is
+  ONE transaction that
 
-and commits before it returns, so an answer that reached a caller is always on disk.
+  1. replays the recorded decision if the request id was seen before (a retry never re-checks or
+     re-spends: the first answer is the answer),
+  2. checks quiet hours, cooldown, the fatigue cap and the period budget: the contact contract's
+     limits (``retention.contract.ContactLimits``), judged by ``retention.contract.breaches``, the
+     same function the simulated env calls,
+  3. records the decision row *with its answer*, built by the caller's pure ``respond`` callback
+     from the verdict, and, for a contact, adds its cost to the period's spend,
+
+  and commits before it returns, so an answer that reached a caller is always on disk, and two
+  racing retries of one request id get the one stored answer.
 
 Concurrency. Several transformer replicas (and many threads of one) decide at once, so the checks
-and the write must not interleave. PostgreSQL: the transaction locks the customer's row (two
-requests for one customer serialize; two customers do not) and then, only when the contact is still
-allowed, the period's budget row, always in that order so no two transactions wait on each other in
-a cycle. SQLite has one writer at a time anyway (WAL lets readers go on); ``BEGIN IMMEDIATE`` takes
-the write lock at the start, so the reads that feed a check cannot go stale before the write lands,
-and threads of one process queue on a lock in front of it rather than in SQLite's busy handler.
-Lost races (deadlock, serialization failure, a busy SQLite file, a duplicate request id inserted by
-a racing retry) are retried: the transaction is idempotent by request id, so a retry is safe.
+and the write must not interleave. PostgreSQL: the transaction takes a per-customer advisory lock
+(two requests for one customer serialize; two customers do not) and then, only when the contact is
+still allowed, locks the period's budget row, always in that order so no two transactions wait on
+each other in a cycle; under READ COMMITTED each statement after a lock sees what the previous
+holder committed. SQLite has one writer at a time anyway (WAL lets readers go on);
+``BEGIN IMMEDIATE`` takes the write lock at the start, so the reads that feed a check cannot go
+stale before the write lands, and threads of one process queue on a lock in front of it rather
+than in SQLite's busy handler. The decision is inserted with ON CONFLICT DO NOTHING: a racing
+attempt of the same request id that committed first turns this one into a replay of the stored
+row, inside the same transaction. Lost races (deadlock, serialization failure, a busy SQLite file,
+a dropped connection) are retried: the transaction is idempotent by request id, so a retry is safe.
+
+Pooling. The engine's pool holds ``pool_size`` connections and the ledger runs blocking calls for
+async callers in as many threads of its own (:meth:`ContactLedger.run`), so a call never waits for
+a connection and never runs on an event loop. PostgreSQL's ``max_connections`` must cover
+``serving.ledger.pool_size`` x transformer processes. psycopg prepares a statement on the server
+the second time a connection runs it (``prepare_threshold``), and the statements are SQLAlchemy
+constructs built once, so their compiled SQL is cached too.
 
 Money is stored as integer millionths so that "the budget is never overspent" is exact: float sums
 depend on the order of their terms, so the running spend and a re-count of the rows could disagree.
@@ -29,6 +47,8 @@ The budget check runs in micros too (spend, cost and budget all integers).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import math
@@ -36,7 +56,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +84,15 @@ BLOCK_REASONS = LIMITS
 MICROS = 1_000_000
 MAX_ID_LENGTH = 200
 MAX_ATTEMPTS = 12
+DEFAULT_POOL_SIZE = LedgerConfig().pool_size
+# psycopg prepares a statement server-side once a connection has run it this many times.
+PREPARE_THRESHOLD = 1
+# Cloud SQL proxies and NAT drop idle connections; recycling is cheaper than pinging at each
+# checkout (one more round trip per call), and a connection dropped anyway is retried.
+POOL_RECYCLE_S = 240
+# The ledger's advisory-lock key ("LEDG"): the customer locks are (key, hash of the customer id),
+# table creation takes the key alone; other users of advisory locks pick other keys.
+_LOCK_KEY = 0x4C454447
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _T = TypeVar("_T")
 
@@ -112,13 +142,13 @@ class Proposal:
 
 @dataclass(frozen=True)
 class LedgerDecision:
-    """The recorded, final decision for one request id.
+    """The recorded, final decision for one request id (the verdict, without its answer).
 
     When ``contact`` is False nothing is charged: ``offer_level`` is 0 and ``offer_cost`` 0.0 (the
     proposal itself stays in the table for the export). ``blocked`` names the limits that turned a
     proposed contact into no contact, in the order quiet_hours, cooldown, fatigue, budget.
     ``replay`` is True when this request id had already been decided: the fields are the first
-    answer's, ``response`` its completed JSON if :meth:`ContactLedger.complete` was called.
+    answer's.
     """
 
     request_id: str
@@ -132,8 +162,60 @@ class LedgerDecision:
     propensity: float
     source: str
     decided_at: datetime
-    response: dict[str, Any] | None
     replay: bool
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A decision and the answer stored with it: this call's, or on a replay the first one's."""
+
+    decision: LedgerDecision
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """What the ledger holds before a decision, read in one statement without locks.
+
+    The write transaction reads it again under its locks; contacts and spend only grow, so a limit
+    this view already breaks stays broken (:meth:`ContactLedger.foreseen_blocks`).
+    ``recorded``: the request id was decided before; ``answer`` its stored answer (None when it
+    was decided without one, e.g. by a batch run: :meth:`ContactLedger.answer` then builds it).
+    The ``*_in_period`` fields and ``contacts_in_period`` count this budget period only;
+    ``last_contact`` (what the cooldown counts from) any period.
+    """
+
+    request_id: str
+    customer_id: str
+    period: str
+    recorded: bool
+    answer: dict[str, Any] | None
+    contacts_in_period: int
+    last_contact: datetime | None
+    last_contact_in_period: datetime | None
+    last_offer_in_period: datetime | None
+    spent_micros: int
+
+    @property
+    def spent(self) -> float:
+        """Currency spent in the period so far."""
+        return self.spent_micros / MICROS
+
+
+@dataclass(frozen=True)
+class LedgerSummary:
+    """Aggregates over every row, computed by the database (no row is loaded)."""
+
+    decisions: int
+    contacts: int
+    blocked: dict[str, int]  # by limit: proposed contacts it blocked
+    spend_by_period_micros: dict[str, int]  # the sum of the contact rows' costs
+    counter_by_period_micros: dict[str, int]  # the running spend the budget check reads
+
+
+class RequestIdConflictError(ValueError):
+    """A request id already decided for another customer: replaying would hand one customer's
+    answer (and message) to another, so it is a client error."""
 
 
 def _is_int(x: object) -> bool:
@@ -154,6 +236,12 @@ def _check_id(field: str, value: object) -> str:
     if len(value) > MAX_ID_LENGTH:
         raise ValueError(f"{field}: longer than {MAX_ID_LENGTH} characters")
     return value
+
+
+def _conflict(request_id: str) -> RequestIdConflictError:
+    return RequestIdConflictError(
+        f"request_id: {request_id!r} was already used for another customer"
+    )
 
 
 # -------------------------------------------------------------------------------------- tables
@@ -205,6 +293,7 @@ decisions = sa.Table(
     sa.Column("propensity", sa.Float, nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("response", sa.JSON(none_as_null=True), nullable=True),
+    # When the answer was stored: with the decision, or later by a replay of a batch decision.
     sa.Column("completed_at", UTCDateTime, nullable=True),
     sa.Index("ix_ledger_decisions_customer", "customer_id", "contact"),
 )
@@ -218,30 +307,80 @@ budgets = sa.Table(
     sa.Column("contacts", sa.Integer, nullable=False, default=0, server_default="0"),
 )
 
-# One row per customer: only a lock, so requests for one customer serialize and others do not.
-customers = sa.Table(
-    "ledger_customers",
-    metadata,
-    sa.Column("customer_id", sa.String(MAX_ID_LENGTH), primary_key=True),
-)
-
 
 # Built once: the decision path runs them thousands of times a second, and constructing and
 # cache-keying a statement per call cost more CPU than executing it.
 _b = sa.bindparam
-_DECISION_BY_ID = sa.select(decisions).where(decisions.c.request_id == _b("request_id"))
-_CUSTOMER_HISTORY = sa.select(
-    sa.func.max(decisions.c.decided_at),
-    sa.func.coalesce(sa.func.sum(sa.case((decisions.c.period == _b("p_period"), 1), else_=0)), 0),
-).where(decisions.c.customer_id == _b("p_customer"), decisions.c.contact.is_(True))
-_LOCK_CUSTOMER = sa.select(customers).where(customers.c.customer_id == _b("key")).with_for_update()
-_LOCK_BUDGET = sa.select(budgets).where(budgets.c.period == _b("key")).with_for_update()
-_READ_SPENT = sa.select(budgets.c.spent_micros).where(budgets.c.period == _b("key"))
-_ADD_SPEND = (
-    budgets.update()
-    .where(budgets.c.period == _b("key"))
-    .values(spent_micros=budgets.c.spent_micros + _b("cost"), contacts=budgets.c.contacts + 1)
+_d = decisions.c
+_VERDICT = (
+    _d.request_id,
+    _d.customer_id,
+    _d.contact,
+    _d.offer_level,
+    _d.cost_micros,
+    _d.followup_days,
+    _d.blocked,
+    _d.arm,
+    _d.propensity,
+    _d.source,
+    _d.decided_at,
 )
+_in_period = _d.period == _b("period")
+_by_id = _d.request_id == _b("request_id")
+# The whole view in one statement: an aggregate without GROUP BY always returns one row, and the
+# scalar subqueries are primary-key lookups.
+_VIEW = sa.select(
+    sa.select(_d.customer_id).where(_by_id).scalar_subquery().label("known_customer"),
+    sa.select(_d.response).where(_by_id).scalar_subquery().label("response"),
+    sa.select(budgets.c.spent_micros)
+    .where(budgets.c.period == _b("period"))
+    .scalar_subquery()
+    .label("spent"),
+    sa.func.coalesce(sa.func.sum(sa.case((_in_period, 1), else_=0)), 0).label("n_period"),
+    sa.func.max(_d.decided_at).label("last"),
+    sa.func.max(sa.case((_in_period, _d.decided_at))).label("last_in_period"),
+    sa.func.max(sa.case((sa.and_(_in_period, _d.offer_level > 0), _d.decided_at))).label(
+        "last_offer_in_period"
+    ),
+).where(_d.customer_id == _b("customer"), _d.contact.is_(True))
+_DECISION_BY_ID = sa.select(*_VERDICT, _d.response).where(_by_id)
+_STORE_ANSWER = (
+    decisions.update()
+    .where(_d.request_id == _b("rid"), _d.response.is_(None))
+    .values(response=_b("answer"), completed_at=_b("at"))
+)
+_RESPONSE_BY_ID = sa.select(_d.response).where(_by_id)
+_LOCK_CUSTOMER = sa.select(
+    sa.func.pg_advisory_xact_lock(
+        sa.literal(_LOCK_KEY, sa.Integer), sa.func.hashtext(_b("customer"))
+    )
+)
+# Many customers' locks in their sorted order: a sorted subquery fixes the order in which the
+# outer query calls the lock function.
+_LOCK_CUSTOMERS = sa.text(
+    "SELECT count(pg_advisory_xact_lock(CAST(:space AS integer), hashtext(c))) "
+    "FROM (SELECT unnest(CAST(:customers AS text[])) AS c ORDER BY 1) AS sorted_customers"
+).bindparams(space=_LOCK_KEY)
+_LOCK_BUDGET = sa.select(budgets).where(budgets.c.period == _b("key")).with_for_update()
+# A batch chunk's views: its known request ids, and its customers' histories in one GROUP BY.
+BATCH_IDS = 500
+_KNOWN_IDS = sa.select(_d.request_id, _d.customer_id, _d.response).where(
+    _d.request_id.in_(_b("ids", expanding=True))
+)
+_HISTORIES = (
+    sa.select(
+        _d.customer_id,
+        sa.func.sum(sa.case((_in_period, 1), else_=0)).label("n_period"),
+        sa.func.max(_d.decided_at).label("last"),
+        sa.func.max(sa.case((_in_period, _d.decided_at))).label("last_in_period"),
+        sa.func.max(sa.case((sa.and_(_in_period, _d.offer_level > 0), _d.decided_at))).label(
+            "last_offer_in_period"
+        ),
+    )
+    .where(_d.customer_id.in_(_b("ids", expanding=True)), _d.contact.is_(True))
+    .group_by(_d.customer_id)
+)
+_READ_SPENT = sa.select(budgets.c.spent_micros).where(budgets.c.period == _b("key"))
 
 
 # -------------------------------------------------------------------------------------- engine
@@ -288,8 +427,10 @@ def _sqlite_events(engine: sa.Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        read_only = conn.get_execution_options().get("ledger_read_only", False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        kind = conn.get_execution_options().get("ledger_read", "write")
+        if kind == "one":
+            return  # a single statement is its own transaction in SQLite's autocommit mode
+        conn.exec_driver_sql("BEGIN" if kind == "many" else "BEGIN IMMEDIATE")
 
 
 def _retryable(exc: sa.exc.DBAPIError) -> bool:
@@ -300,6 +441,28 @@ def _retryable(exc: sa.exc.DBAPIError) -> bool:
         return True  # serialization failure, deadlock, racing duplicate insert, lock not available
     text = str(exc.orig).lower()
     return "database is locked" in text or "database is busy" in text or "unique constraint" in text
+
+
+class _Encoded(str):
+    """An answer already encoded (and so checked) by :func:`_encode_answer`."""
+
+
+def _serialize(value: Any) -> str:
+    if isinstance(value, _Encoded):
+        return str(value)  # encoded once, where the error could name the answer
+    # Strict JSON: NaN or Infinity in an answer would be stored, then fail every client's parser.
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def _encode_answer(response: Any) -> _Encoded:
+    """The answer's JSON, or a ValueError naming it: the driver's own encoding would fail the same
+    way, mid-transaction, with a message naming nothing."""
+    if not isinstance(response, dict):
+        raise ValueError(f"response: expected a JSON object, got {type(response).__name__}")
+    try:
+        return _Encoded(_serialize(response))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"response: not strict JSON ({exc})") from None
 
 
 class LedgerUnavailableError(ConnectionError):
@@ -314,6 +477,8 @@ class ContactLedger:
 
     ``schema`` (PostgreSQL only) puts the tables in their own schema, created if missing: tests and
     several environments can share one database without seeing each other's rows.
+    ``pool_size``: database connections, and the threads :meth:`run` uses (one each);
+    ``max_overflow`` extra connections for callers with threads of their own (tests, loads).
     ``sqlite_synchronous``: FULL (default) syncs every commit to disk, so an answered decision
     survives power loss as well as a crash; NORMAL survives a process crash only, for less latency.
     """
@@ -324,8 +489,9 @@ class ContactLedger:
         limits: ContactLimits,
         *,
         schema: str | None = None,
-        pool_size: int = 8,
-        max_overflow: int = 24,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = 0,
+        pool_timeout_s: float = 30.0,
         busy_timeout_s: float = 30.0,
         sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL",
     ) -> None:
@@ -333,9 +499,14 @@ class ContactLedger:
             raise ValueError(
                 f"limits: expected the contract's ContactLimits, got {type(limits).__name__}"
             )
+        if not _is_int(pool_size) or pool_size < 1:
+            raise ValueError(f"pool_size: expected an integer >= 1, got {pool_size!r}")
+        if not _is_int(max_overflow) or max_overflow < 0:
+            raise ValueError(f"max_overflow: expected an integer >= 0, got {max_overflow!r}")
         self.limits = limits
         self.url = _parse_url(url)
         self.dialect = self.url.get_backend_name()
+        self.pool_size = pool_size
         self._budget_micros = _to_micros(limits.budget_per_period)
         if schema is not None and (self.dialect != "postgresql" or not _SCHEMA_NAME.match(schema)):
             raise ValueError(
@@ -343,12 +514,17 @@ class ContactLedger:
                 f"for {self.dialect}"
             )
         self.schema = schema
-        kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
+        kwargs: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_timeout": pool_timeout_s,
+            "json_serializer": _serialize,
+        }
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
         else:
-            kwargs["pool_pre_ping"] = True  # Cloud SQL proxies drop idle connections
-            kwargs["connect_args"] = {"connect_timeout": 10}
+            kwargs["pool_recycle"] = POOL_RECYCLE_S
+            kwargs["connect_args"] = {"connect_timeout": 10, "prepare_threshold": PREPARE_THRESHOLD}
         try:
             engine = sa.create_engine(self.url, **kwargs)
         except (sa.exc.NoSuchModuleError, ImportError) as exc:
@@ -364,14 +540,33 @@ class ContactLedger:
             threading.Lock() if self.dialect == "sqlite" else nullcontext()
         )
         self._base_engine = engine
-        self._engine = (
-            engine.execution_options(schema_translate_map={None: schema}) if schema else engine
+        base = engine.execution_options(schema_translate_map={None: schema}) if schema else engine
+        self._engine = base
+        # One statement needs no transaction: PostgreSQL autocommit saves BEGIN and COMMIT, two
+        # of the read's three round trips; SQLite skips BEGIN (see _sqlite_events).
+        self._one_reader = base.execution_options(
+            ledger_read="one",
+            **({"isolation_level": "AUTOCOMMIT"} if self.dialect != "sqlite" else {}),
         )
+        self._reader = base.execution_options(ledger_read="many")
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        self._new_customer = (
-            insert(customers).values(customer_id=_b("key")).on_conflict_do_nothing()
+        # rowcount tells an insert from a conflict; SQLAlchemy keeps it for INSERT only if asked.
+        self._insert = (
+            insert(decisions)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .execution_options(preserve_rowcount=True)
         )
         self._new_budget = insert(budgets).values(period=_b("key")).on_conflict_do_nothing()
+        new_spend = insert(budgets).values(period=_b("key"), spent_micros=_b("cost"), contacts=1)
+        self._add_spend = new_spend.on_conflict_do_update(
+            index_elements=["period"],
+            set_={
+                "spent_micros": budgets.c.spent_micros + new_spend.excluded.spent_micros,
+                "contacts": budgets.c.contacts + 1,
+            },
+        )
+        self._threads: ThreadPoolExecutor | None = None
+        self._threads_lock = threading.Lock()
         try:
             self._create_tables()
         except sa.exc.OperationalError as exc:
@@ -386,10 +581,12 @@ class ContactLedger:
         cls, model_store: str | Path, cfg: LedgerConfig, limits: ContactLimits, **kwargs: Any
     ) -> ContactLedger:
         """The ledger a deployment uses: ``cfg.url`` if set, else a SQLite file in the model store;
-        it enforces ``limits`` (the profile's ``contract.limits``).
+        it enforces ``limits`` (the profile's ``contract.limits``) with ``cfg.pool_size``
+        connections and threads.
 
         A SQLite file cannot live in a bucket, so a remote model store needs an explicit URL.
         """
+        kwargs.setdefault("pool_size", cfg.pool_size)
         if cfg.url:
             return cls(cfg.url, limits, **kwargs)
         store = str(model_store)
@@ -411,12 +608,16 @@ class ContactLedger:
             return
         with self._engine.begin() as conn:
             # Replicas starting together would race on CREATE TABLE; one advisory lock orders them.
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x4C454447)))
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
             if self.schema:
                 conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             metadata.create_all(conn)
 
     def close(self) -> None:
+        with self._threads_lock:
+            if self._threads is not None:
+                self._threads.shutdown(wait=True)
+                self._threads = None
         self._base_engine.dispose()
 
     def __enter__(self) -> ContactLedger:
@@ -424,6 +625,17 @@ class ContactLedger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def run(self, fn: Callable[..., _T], /, *args: Any) -> _T:
+        """Await a blocking ledger call (``ledger.view``, ``ledger.answer``, ...) run in one of the
+        ledger's ``pool_size`` threads: never on the event loop, and never more threads than
+        pooled connections, so no call waits for one."""
+        with self._threads_lock:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(self.pool_size, thread_name_prefix="ledger")
+            threads = self._threads
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(threads, functools.partial(fn, *args))
 
     # ---------------------------------------------------------------------------- transactions
 
@@ -442,12 +654,264 @@ class ContactLedger:
                 time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
         raise AssertionError("unreachable")
 
+    def _read_one(self, stmt: sa.Executable, params: dict[str, Any]) -> Row | None:
+        """One statement's first row; a connection the server dropped is retried once."""
+        for attempt in (1, 2):
+            try:
+                with self._one_reader.connect() as conn:
+                    return conn.execute(stmt, params).first()
+            except sa.exc.DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            conn = conn.execution_options(ledger_read_only=True)
-            with conn.begin():
-                yield conn
+        """Several statements over one snapshot (SQLite) or one transaction (PostgreSQL)."""
+        with self._reader.connect() as conn, conn.begin():
+            yield conn
+
+    # ------------------------------------------------------------------------------- decisions
+
+    def period_key(self, now: datetime) -> str:
+        """The budget period containing ``now``, in UTC: ``2026-W07``, ``2026-02`` or ``2026-Q1``."""
+        return contract.period_key(now, self.limits.period)
+
+    def in_quiet_hours(self, now: datetime, timezone: str | None = None) -> bool:
+        """Whether ``now`` is inside the contract's quiet hours on the customer's local clock
+        (``timezone``, else ``contract.limits.default_timezone``)."""
+        return contract.in_quiet_hours(now, self.limits, timezone)
+
+    def view(self, request_id: str, customer_id: str, now: datetime) -> LedgerView:
+        """Before deciding, in one statement: the stored answer of ``request_id`` and the
+        customer's history and the spend in the period of ``now``.
+
+        A request id already decided for another customer is a :class:`RequestIdConflictError`.
+        """
+        _check_id("request_id", request_id)
+        _check_id("customer_id", customer_id)
+        period = self.period_key(now)
+        row = self._read_one(
+            _VIEW, {"request_id": request_id, "customer": customer_id, "period": period}
+        )
+        assert row is not None  # an aggregate always has its row
+        if row.known_customer is not None and row.known_customer != customer_id:
+            raise _conflict(request_id)
+        return LedgerView(
+            request_id=request_id,
+            customer_id=customer_id,
+            period=period,
+            recorded=row.known_customer is not None,
+            answer=row.response,
+            contacts_in_period=int(row.n_period),
+            last_contact=row.last,
+            last_contact_in_period=row.last_in_period,
+            last_offer_in_period=row.last_offer_in_period,
+            spent_micros=int(row.spent or 0),
+        )
+
+    def _breaches(
+        self,
+        now: datetime,
+        quiet: bool,
+        last: datetime | None,
+        n_period: int,
+        spent_micros: int,
+        cost_micros: int,
+    ) -> tuple[str, ...]:
+        # A contact stamped later than `now` (a replica's clock ahead) gives a negative gap,
+        # which the cooldown also blocks: two contacts never land closer than the cooldown.
+        since = None if last is None else contract.days_between(last, now)
+        # In micros, spend, cost and budget alike: the budget comparison is exact.
+        history = ContactHistory(since, int(n_period), spent_micros)
+        return contract.breaches(
+            history, cost_micros, self.limits, budget=self._budget_micros, quiet=quiet
+        )
+
+    def foreseen_blocks(
+        self, view: LedgerView, proposal: Proposal, now: datetime, timezone: str | None = None
+    ) -> tuple[str, ...]:
+        """The limits that already block ``proposal`` by ``view`` (read for the same ``now``).
+
+        Contacts, the last contact and the spend only grow, so the write transaction will block
+        it too: a caller can skip writing a message that would never be sent. An empty tuple
+        promises nothing: the write decides.
+        """
+        if not proposal.contact:
+            return ()
+        return self._breaches(
+            aware_utc(now),
+            self.in_quiet_hours(now, timezone),
+            view.last_contact,
+            view.contacts_in_period,
+            view.spent_micros,
+            _to_micros(proposal.offer_cost),
+        )
+
+    def decide(
+        self,
+        request_id: str,
+        customer_id: str,
+        proposal: Proposal,
+        now: datetime,
+        timezone: str | None = None,
+    ) -> LedgerDecision:
+        """Check the limits and record the decision in one transaction; replay a known request id.
+
+        ``timezone`` is the customer's IANA zone (``Europe/Berlin``); none means
+        ``contract.limits.default_timezone``. The decision is committed before this returns.
+        A request id seen before for a different customer is a :class:`RequestIdConflictError`.
+        No answer is stored; :meth:`answer` stores one with the decision.
+        """
+        return self._decide(request_id, customer_id, proposal, now, timezone, None)[0]
+
+    def answer(
+        self,
+        request_id: str,
+        customer_id: str,
+        proposal: Proposal,
+        now: datetime,
+        timezone: str | None,
+        respond: Callable[[LedgerDecision], dict[str, Any]],
+    ) -> Answered:
+        """:meth:`decide`, storing ``respond(decision)`` with the decision in the same transaction.
+
+        ``respond`` builds the caller's answer from the verdict; it runs inside the transaction
+        (under its locks), so it must be quick and do no I/O, and it may run more than once if a
+        lost race is retried. On a replay the stored answer is returned and ``respond`` is not
+        called, unless the decision was recorded without an answer (:meth:`decide`): then the
+        answer built from the recorded verdict is stored and returned, once, to every retry.
+        """
+        decision, response = self._decide(request_id, customer_id, proposal, now, timezone, respond)
+        assert response is not None
+        return Answered(decision, response)
+
+    def _decide(
+        self,
+        request_id: str,
+        customer_id: str,
+        proposal: Proposal,
+        now: datetime,
+        timezone: str | None,
+        respond: Callable[[LedgerDecision], dict[str, Any]] | None,
+    ) -> tuple[LedgerDecision, dict[str, Any] | None]:
+        _check_id("request_id", request_id)
+        _check_id("customer_id", customer_id)
+        if not isinstance(proposal, Proposal):
+            raise ValueError(f"proposal: expected a Proposal, got {type(proposal).__name__}")
+        now = aware_utc(now)
+        quiet = self.in_quiet_hours(now, timezone)  # validates the zone before any write
+        period = self.period_key(now)
+        return self._write(
+            lambda conn: self._transaction(
+                conn, request_id, customer_id, proposal, now, period, quiet, respond
+            )
+        )
+
+    def _transaction(
+        self,
+        conn: Connection,
+        request_id: str,
+        customer_id: str,
+        proposal: Proposal,
+        now: datetime,
+        period: str,
+        quiet: bool,
+        respond: Callable[[LedgerDecision], dict[str, Any]] | None,
+    ) -> tuple[LedgerDecision, dict[str, Any] | None]:
+        cost = _to_micros(proposal.offer_cost)
+        blocked: tuple[str, ...] = ()
+        if proposal.contact:
+            if self.dialect == "postgresql":
+                conn.execute(_LOCK_CUSTOMER, {"customer": customer_id})
+            # After the customer's lock (PostgreSQL) or under the write lock (SQLite): the
+            # history cannot change before this transaction commits.
+            v = conn.execute(
+                _VIEW, {"request_id": request_id, "customer": customer_id, "period": period}
+            ).one()
+            if v.known_customer is not None:
+                return self._replay(conn, request_id, customer_id, respond)
+            spent = int(v.spent or 0)  # exact on SQLite; unlocked on PostgreSQL
+
+            def verdict(spent: int, charge: int) -> tuple[str, ...]:
+                return self._breaches(now, quiet, v.last, int(v.n_period), spent, charge)
+
+            if self.dialect == "postgresql" and not verdict(0, 0):
+                # Only a contact that may still spend locks the budget: blocked ones report
+                # "budget" from the unlocked read above, which is all they need.
+                spent = self._lock_row(conn, _LOCK_BUDGET, self._new_budget, period).spent_micros
+            blocked = verdict(spent, cost)
+
+        contact = proposal.contact and not blocked
+        decision = LedgerDecision(
+            request_id=request_id,
+            customer_id=customer_id,
+            contact=contact,
+            offer_level=proposal.offer_level if contact else 0,
+            offer_cost=(cost if contact else 0) / MICROS,
+            followup_days=proposal.followup_days,
+            blocked=blocked,
+            arm=proposal.arm,
+            propensity=float(proposal.propensity),
+            source=proposal.source,
+            decided_at=now,
+            replay=False,
+        )
+        response = respond(decision) if respond is not None else None
+        encoded = None if response is None else _encode_answer(response)
+        recorded_at = datetime.now(UTC)
+        inserted = conn.execute(
+            self._insert,
+            {
+                "request_id": request_id,
+                "customer_id": customer_id,
+                "period": period,
+                "decided_at": now,
+                "recorded_at": recorded_at,
+                "proposed_contact": proposal.contact,
+                "proposed_offer_level": proposal.offer_level,
+                "proposed_cost_micros": cost,
+                "contact": contact,
+                "offer_level": decision.offer_level,
+                "cost_micros": cost if contact else 0,
+                "followup_days": proposal.followup_days,
+                "blocked": ",".join(blocked),
+                "arm": proposal.arm,
+                "propensity": decision.propensity,
+                "source": proposal.source,
+                "response": encoded,
+                "completed_at": recorded_at if response is not None else None,
+            },
+        ).rowcount
+        if inserted != 1:
+            # A racing attempt of this request id committed first: its answer is the answer.
+            return self._replay(conn, request_id, customer_id, respond)
+        if contact:
+            conn.execute(self._add_spend, {"key": period, "cost": cost})
+        return decision, response
+
+    def _replay(
+        self,
+        conn: Connection,
+        request_id: str,
+        customer_id: str,
+        respond: Callable[[LedgerDecision], dict[str, Any]] | None,
+    ) -> tuple[LedgerDecision, dict[str, Any] | None]:
+        row = conn.execute(_DECISION_BY_ID, {"request_id": request_id}).one()
+        if row.customer_id != customer_id:
+            raise _conflict(request_id)
+        decision = _from_row(row, replay=True)
+        response = row.response
+        if response is None and respond is not None:
+            response = respond(decision)
+            encoded = _encode_answer(response)
+            stored = conn.execute(
+                _STORE_ANSWER,
+                {"rid": request_id, "answer": encoded, "at": datetime.now(UTC)},
+            ).rowcount
+            if stored != 1:  # a racing replay stored its answer first (PostgreSQL)
+                response = conn.execute(_RESPONSE_BY_ID, {"request_id": request_id}).scalar_one()
+        return decision, response
 
     @staticmethod
     def _lock_row(conn: Connection, lock: sa.Select, create: sa.Executable, key: str) -> Row:
@@ -463,151 +927,78 @@ class ContactLedger:
             row = conn.execute(lock, {"key": key}).one()
         return row
 
-    # ------------------------------------------------------------------------------- decisions
+    # ---------------------------------------------------------------------------------- batches
 
-    def period_key(self, now: datetime) -> str:
-        """The budget period containing ``now``, in UTC: ``2026-W07``, ``2026-02`` or ``2026-Q1``."""
-        return contract.period_key(now, self.limits.period)
-
-    def in_quiet_hours(self, now: datetime, timezone: str | None = None) -> bool:
-        """Whether ``now`` is inside the contract's quiet hours on the customer's local clock
-        (``timezone``, else ``contract.limits.default_timezone``)."""
-        return contract.in_quiet_hours(now, self.limits, timezone)
-
-    def decide(
-        self,
-        request_id: str,
-        customer_id: str,
-        proposal: Proposal,
-        now: datetime,
-        timezone: str | None = None,
-    ) -> LedgerDecision:
-        """Check the limits and record the decision in one transaction; replay a known request id.
-
-        ``timezone`` is the customer's IANA zone (``Europe/Berlin``); none means
-        ``contract.limits.default_timezone``. The decision is committed before this returns.
-        A request id seen before for a different customer is a ValueError, not a replay.
-        """
-        _check_id("request_id", request_id)
-        _check_id("customer_id", customer_id)
-        if not isinstance(proposal, Proposal):
-            raise ValueError(f"proposal: expected a Proposal, got {type(proposal).__name__}")
-        now = aware_utc(now)
-        quiet = self.in_quiet_hours(now, timezone)  # validates the zone before any write
+    def views(self, pairs: Sequence[tuple[str, str]], now: datetime) -> list[LedgerView]:
+        """:meth:`view` for many ``(request_id, customer_id)`` pairs (a batch chunk): one read
+        transaction of a few statements per ``BATCH_IDS`` pairs, whatever their number."""
+        for rid, cid in pairs:
+            _check_id("request_id", rid)
+            _check_id("customer_id", cid)
         period = self.period_key(now)
-        return self._write(
-            lambda conn: self._decide(conn, request_id, customer_id, proposal, now, period, quiet)
-        )
-
-    def _decide(
-        self,
-        conn: Connection,
-        request_id: str,
-        customer_id: str,
-        proposal: Proposal,
-        now: datetime,
-        period: str,
-        quiet: bool,
-    ) -> LedgerDecision:
-        row = conn.execute(_DECISION_BY_ID, {"request_id": request_id}).first()
-        if row is not None:
-            if row.customer_id != customer_id:
-                # Replaying would hand one customer's answer (and message) to another: a client bug.
-                raise ValueError(
-                    f"request_id: {request_id!r} was already used for another customer"
+        known: dict[str, tuple[str, Any]] = {}
+        history: dict[str, Row] = {}
+        with self._read() as conn:
+            spent = conn.execute(_READ_SPENT, {"key": period}).scalar()
+            for start in range(0, len(pairs), BATCH_IDS):
+                part = pairs[start : start + BATCH_IDS]
+                rids, cids = [p[0] for p in part], sorted({p[1] for p in part})
+                for r in conn.execute(_KNOWN_IDS, {"ids": rids}):
+                    known[r.request_id] = (r.customer_id, r.response)
+                for r in conn.execute(_HISTORIES, {"ids": cids, "period": period}):
+                    history[r.customer_id] = r
+        out = []
+        for rid, cid in pairs:
+            owner, answer = known.get(rid, (None, None))
+            if owner is not None and owner != cid:
+                raise _conflict(rid)
+            h = history.get(cid)
+            out.append(
+                LedgerView(
+                    request_id=rid,
+                    customer_id=cid,
+                    period=period,
+                    recorded=owner is not None,
+                    answer=answer,
+                    contacts_in_period=int(h.n_period) if h else 0,
+                    last_contact=h.last if h else None,
+                    last_contact_in_period=h.last_in_period if h else None,
+                    last_offer_in_period=h.last_offer_in_period if h else None,
+                    spent_micros=int(spent or 0),
                 )
-            return _from_row(row, replay=True)
-
-        cost = _to_micros(proposal.offer_cost)
-        blocked: tuple[str, ...] = ()
-        if proposal.contact:
-            self._lock_row(conn, _LOCK_CUSTOMER, self._new_customer, customer_id)
-            last, n_period = conn.execute(
-                _CUSTOMER_HISTORY, {"p_customer": customer_id, "p_period": period}
-            ).one()
-            # A contact stamped later than `now` (a replica's clock ahead) gives a negative gap,
-            # which the cooldown also blocks: two contacts never land closer than the cooldown.
-            since = None if last is None else contract.days_between(last, now)
-
-            def verdict(spent: int, charge: int) -> tuple[str, ...]:
-                # In micros, spend, cost and budget alike: the budget comparison is exact.
-                history = ContactHistory(since, int(n_period), spent)
-                return contract.breaches(
-                    history, charge, self.limits, budget=self._budget_micros, quiet=quiet
-                )
-
-            if verdict(0, 0):  # blocked already: no spend follows, reading unlocked is enough
-                spent = conn.execute(_READ_SPENT, {"key": period}).scalar()
-            else:
-                spent = self._lock_row(conn, _LOCK_BUDGET, self._new_budget, period).spent_micros
-            blocked = verdict(spent or 0, cost)
-
-        contact = proposal.contact and not blocked
-        values = {
-            "request_id": request_id,
-            "customer_id": customer_id,
-            "period": period,
-            "decided_at": now,
-            "recorded_at": datetime.now(UTC),
-            "proposed_contact": proposal.contact,
-            "proposed_offer_level": proposal.offer_level,
-            "proposed_cost_micros": cost,
-            "contact": contact,
-            "offer_level": proposal.offer_level if contact else 0,
-            "cost_micros": cost if contact else 0,
-            "followup_days": proposal.followup_days,
-            "blocked": ",".join(blocked),
-            "arm": proposal.arm,
-            "propensity": float(proposal.propensity),
-            "source": proposal.source,
-        }
-        # A racing retry of this request id makes this insert fail; _write retries and replays.
-        conn.execute(decisions.insert(), values)
-        if contact:
-            conn.execute(_ADD_SPEND, {"key": period, "cost": cost})
-        return LedgerDecision(
-            request_id=request_id,
-            customer_id=customer_id,
-            contact=contact,
-            offer_level=values["offer_level"],
-            offer_cost=values["cost_micros"] / MICROS,
-            followup_days=proposal.followup_days,
-            blocked=tuple(blocked),
-            arm=proposal.arm,
-            propensity=float(proposal.propensity),
-            source=proposal.source,
-            decided_at=now,
-            response=None,
-            replay=False,
-        )
-
-    def complete(self, request_id: str, response: dict[str, Any]) -> bool:
-        """Store the final JSON answer of a decided request; only the first completion is kept.
-
-        Returns True when this call stored it, False when an earlier completion already had.
-        """
-        _check_id("request_id", request_id)
-        if not isinstance(response, dict):
-            raise ValueError(f"response: expected a JSON object, got {type(response).__name__}")
-        try:
-            json.dumps(response, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"response: not JSON-serialisable ({exc})") from None
-
-        def tx(conn: Connection) -> bool:
-            done = conn.execute(
-                decisions.update()
-                .where(decisions.c.request_id == request_id, decisions.c.response.is_(None))
-                .values(response=response, completed_at=datetime.now(UTC))
             )
-            if done.rowcount == 1:
-                return True
-            known = conn.execute(
-                sa.select(decisions.c.request_id).where(decisions.c.request_id == request_id)
-            ).first()
-            if known is None:
-                raise KeyError(f"request_id {request_id!r}: no decision recorded to complete")
-            return False
+        return out
+
+    def decide_many(
+        self, items: Sequence[tuple[str, str, Proposal, str | None]], now: datetime
+    ) -> list[LedgerDecision]:
+        """:meth:`decide` for many ``(request_id, customer_id, proposal, timezone)`` at one
+        ``now``, in ONE write transaction (a batch chunk), in order: each is judged against the
+        ledger as the ones before it left it, and a known request id is replayed, so re-running
+        a batch never charges twice. No answers are stored."""
+        now = aware_utc(now)
+        period = self.period_key(now)
+        quiet: dict[str | None, bool] = {}
+        for rid, cid, proposal, tz in items:
+            _check_id("request_id", rid)
+            _check_id("customer_id", cid)
+            if not isinstance(proposal, Proposal):
+                raise ValueError(f"proposal: expected a Proposal, got {type(proposal).__name__}")
+            if tz not in quiet:
+                quiet[tz] = self.in_quiet_hours(now, tz)  # validates the zone before any write
+
+        contacted = sorted({cid for _, cid, p, _ in items if p.contact})
+
+        def tx(conn: Connection) -> list[LedgerDecision]:
+            if self.dialect == "postgresql" and contacted:
+                # Every customer lock before the first budget lock, in one order: one item at a
+                # time would hold the budget while locking the next customer, the reverse of a
+                # single decision's order, and deadlock with it.
+                conn.execute(_LOCK_CUSTOMERS, {"customers": contacted})
+            return [
+                self._transaction(conn, rid, cid, p, now, period, quiet[tz], None)[0]
+                for rid, cid, p, tz in items
+            ]
 
         return self._write(tx)
 
@@ -615,38 +1006,86 @@ class ContactLedger:
 
     def get(self, request_id: str) -> LedgerDecision | None:
         """The recorded decision of ``request_id`` (``replay`` True), or None."""
-        with self._read() as conn:
-            row = conn.execute(
-                sa.select(decisions).where(decisions.c.request_id == request_id)
-            ).first()
+        row = self._read_one(_DECISION_BY_ID, {"request_id": request_id})
         return None if row is None else _from_row(row, replay=True)
 
     def spent(self, period: str) -> float:
-        """Currency spent in ``period`` (a :meth:`period_key`)."""
-        with self._read() as conn:
-            micros = conn.execute(
-                sa.select(budgets.c.spent_micros).where(budgets.c.period == period)
-            ).scalar()
-        return (micros or 0) / MICROS
+        """Currency spent in ``period`` (a :meth:`period_key`), as the budget check reads it."""
+        row = self._read_one(_READ_SPENT, {"key": period})
+        return (row.spent_micros if row is not None else 0) / MICROS
 
     def contacts(self, customer_id: str) -> list[LedgerDecision]:
-        """The contacts made with one customer, oldest first."""
-        return [d for d in self.decisions(customer_id) if d.contact]
+        """The contacts made with one customer, oldest first (a few: the limits see to it)."""
+        return list(self.decisions(customer_id, contacts_only=True))
 
-    def decisions(self, customer_id: str | None = None) -> list[LedgerDecision]:
-        """Every recorded decision (of one customer, if given), oldest first."""
-        stmt = sa.select(decisions).order_by(decisions.c.decided_at, decisions.c.request_id)
+    def decisions(
+        self, customer_id: str | None = None, *, contacts_only: bool = False, page: int = 5000
+    ) -> Iterator[LedgerDecision]:
+        """Every recorded decision (of one customer, only contacts, if asked), oldest first.
+
+        Verdicts only, never the stored answers, read in pages of ``page`` rows, each page its own
+        short read keyed on the last row seen: a long history never sits in memory at once and no
+        connection is held while the caller works on a page.
+        """
+        base = sa.select(*_VERDICT).order_by(_d.decided_at, _d.request_id).limit(page)
         if customer_id is not None:
-            stmt = stmt.where(decisions.c.customer_id == customer_id)
+            base = base.where(_d.customer_id == customer_id)
+        if contacts_only:
+            base = base.where(_d.contact.is_(True))
+        stmt, params = base, {}
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(stmt, params).all()
+            yield from (_from_row(r, replay=True) for r in rows)
+            if len(rows) < page:
+                return
+            last = rows[-1]
+            stmt = base.where(
+                sa.or_(
+                    _d.decided_at > _b("t", type_=UTCDateTime),
+                    sa.and_(_d.decided_at == _b("t", type_=UTCDateTime), _d.request_id > _b("r")),
+                )
+            )
+            params = {"t": last.decided_at, "r": last.request_id}
+
+    def summary(self) -> LedgerSummary:
+        """Counts, blocks and spend by period over every row, aggregated by the database."""
+        totals = sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((_d.contact, 1), else_=0)), 0)
+        )
+        by_block = (
+            sa.select(_d.blocked, sa.func.count()).where(_d.blocked != "").group_by(_d.blocked)
+        )
+        spend = (
+            sa.select(_d.period, sa.func.sum(_d.cost_micros))
+            .where(_d.contact.is_(True))
+            .group_by(_d.period)
+        )
         with self._read() as conn:
-            return [_from_row(r, replay=True) for r in conn.execute(stmt)]
+            n, n_contacts = conn.execute(totals.select_from(decisions)).one()
+            blocked: dict[str, int] = {}
+            for reasons, count in conn.execute(by_block):
+                for reason in reasons.split(","):
+                    blocked[reason] = blocked.get(reason, 0) + count
+            by_period = {p: int(s) for p, s in conn.execute(spend)}
+            counters = {
+                p: int(s)
+                for p, s in conn.execute(sa.select(budgets.c.period, budgets.c.spent_micros))
+            }
+        return LedgerSummary(
+            decisions=int(n),
+            contacts=int(n_contacts),
+            blocked=dict(sorted(blocked.items())),
+            spend_by_period_micros=dict(sorted(by_period.items())),
+            counter_by_period_micros=dict(sorted(counters.items())),
+        )
 
     def export_decisions(self, path: str | Path) -> Path:
         """Write every decision, with arm, propensity and the original proposal, for off-policy
         evaluation: Parquet if ``path`` ends in ``.parquet``/``.pq``, else CSV.
 
-        Streams in chunks and moves a finished temporary file into place, so a reader never sees
-        half an export.
+        Streams in chunks (a server-side cursor on PostgreSQL, without the stored answers) and
+        moves a finished temporary file into place, so a reader never sees half an export.
         """
         import pandas as pd
         import pyarrow as pa
@@ -741,6 +1180,5 @@ def _from_row(row: Row, *, replay: bool) -> LedgerDecision:
         propensity=float(m["propensity"]),
         source=m["source"],
         decided_at=m["decided_at"],
-        response=m["response"],
         replay=replay,
     )

@@ -1,10 +1,13 @@
 """``retention``: the orchestrating transformer behind ``/v1/models/retention:predict``.
 
-One request: validate, pick the A/B arm, ask ``risk`` and ``accept`` (and ``phase-health`` when
-the journey is given) at once, let the policy (treatment) or the business-as-usual rule (control)
-propose an action, have the contact ledger apply the hard limits and record the decision in one
-transaction, then ask ``writer`` for the message and shield it. Predictors are called with
-aiohttp (KServe's own client was measured ~3.6x slower for this hop). Any predictor that fails,
+One request: validate, read the ledger once (a retry's stored answer is returned as it is; else
+the customer's period so far), pick the A/B arm, ask ``risk`` and ``accept`` (and ``phase-health``
+when the journey is given) at once, let the policy (treatment) or the business-as-usual rule
+(control) propose an action, ask ``writer`` for the message of a proposed contact and shield it,
+then have the contact ledger apply the hard limits and record the decision with its complete
+answer in one transaction (a blocked contact's message is not sent). Ledger calls run in the
+ledger's own threads, never on the event loop. Predictors are called through ``serving.hops``:
+in this process when co-located (``serving.mode``), else over HTTP. Any predictor that fails,
 times out or is not ready is replaced by the rules engine or the template message, and named in
 ``degraded``; the shield is never skipped and the writer never blocks a decision.
 """
@@ -15,22 +18,14 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from kserve import Model
 from kserve.errors import InvalidInput
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import ValidationError
 
 from retention import catalogue
 from retention.config import RetentionEnvConfig, ServingConfig
@@ -39,12 +34,23 @@ from retention.decision.observe import LiveCustomer, observation
 from retention.decision.rules import RuleDecision, business_as_usual, next_best_action, risk_level
 from retention.experiments.ab import assign_arm
 from retention.messaging.shield import shielded, template_message
+from retention.models.ltv import CustomerValue
 from serving import metrics
-from serving.ledger import ContactLedger, Proposal
+from serving.hops import Hop, Hops
+from serving.ledger import (
+    MICROS,
+    ContactLedger,
+    LedgerDecision,
+    LedgerView,
+    Proposal,
+    RequestIdConflictError,
+)
+from serving.schema import CustomerFacts, RetainRequest, parse_request
+
+if TYPE_CHECKING:
+    from serving.predictors import Predictor
 
 log = logging.getLogger(__name__)
-
-Scalar = str | int | float | bool | None
 
 
 def _service(model: str) -> str:
@@ -59,70 +65,7 @@ def _service(model: str) -> str:
 RISK, ACCEPT, PHASE_HEALTH, POLICY, WRITER = (
     _service(m) for m in ("risk", "accept", "phase_health", "policy", "writer")
 )
-
-
-class CustomerFacts(BaseModel):
-    """What the caller knows about the customer; model features may be added as extra keys."""
-
-    model_config = ConfigDict(extra="allow")
-
-    customer_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
-    name: str | None = Field(default=None, max_length=200)
-    tenure: float | None = Field(default=None, ge=0)
-    plan: str | None = Field(default=None, max_length=100)
-    timezone: str | None = None
-    value: float | None = Field(default=None, ge=0, description="12-month value, if known.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError) as err:
-                raise ValueError(f"unknown IANA time zone {v!r}") from err
-        return v
-
-    def extras(self) -> dict[str, Scalar]:
-        out = dict(self.model_extra or {})
-        for key, value in out.items():
-            if not isinstance(value, Scalar):
-                raise ValueError(f"customer_facts.{key}: expected a string, number or null")
-        return out
-
-
-class RetainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    request_id: str | None = Field(
-        default=None, min_length=1, max_length=128, description="Idempotency key."
-    )
-    customer_facts: CustomerFacts
-    journey: list[dict[str, Scalar]] | None = Field(
-        default=None, max_length=12, description="One row per journey phase, for phase-health."
-    )
-    send_at: AwareDatetime | None = None
-
-
-def parse_request(payload: Any) -> RetainRequest:
-    """The validated request, or ``InvalidInput`` (HTTP 400) naming each bad field."""
-    if isinstance(payload, dict) and "instances" in payload:
-        rows = payload["instances"]
-        if not isinstance(rows, list) or len(rows) != 1:
-            raise InvalidInput("instances: exactly one request per call")
-        payload = rows[0]
-    try:
-        req = RetainRequest.model_validate(payload)
-        req.customer_facts.extras()
-    except ValidationError as err:
-        parts = []
-        for e in err.errors():
-            where = ".".join(str(x) for x in e["loc"]) or "body"
-            parts.append(f"{where}: {e['msg']}")
-        raise InvalidInput("invalid request: " + "; ".join(parts)) from None
-    except ValueError as err:
-        raise InvalidInput(f"invalid request: {err}") from None
-    return req
+LTV = _service("ltv")
 
 
 @dataclass
@@ -132,13 +75,6 @@ class PolicyContext:
     env: RetentionEnvConfig = field(default_factory=RetentionEnvConfig)
     mean_value: float = 1000.0
     available: bool = False
-
-
-@dataclass
-class Hop:
-    ok: bool
-    rows: list[dict[str, Any]] | None
-    error: str | None = None
 
 
 class RetentionTransformer(Model):
@@ -151,61 +87,36 @@ class RetentionTransformer(Model):
         contract: ContactContract,
         versions: dict[str, str] | None = None,
         name: str = catalogue.ORCHESTRATOR,
+        local: Mapping[str, Predictor] | None = None,
     ):
         super().__init__(name)
         self.cfg = cfg
-        self.urls = predictor_urls
+        # Co-located predictors (``local``) are called in this process; the others over HTTP.
+        self.hops = Hops(predictor_urls, local)
         self.ledger = ledger
         self.policy = policy
         # Prices, messages and the shield follow it; the ledger enforces its limits.
         self.contract = contract
         self.versions = versions or {}
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
 
     def load(self) -> bool:
         self.ready = True
         return self.ready
 
-    async def session(self) -> aiohttp.ClientSession:
-        # An aiohttp session is bound to the loop that made it: make one per serving loop.
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._session_loop is not loop:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
-            )
-            self._session_loop = loop
-        return self._session
+    def served_models(self) -> list[Model]:
+        """What its server registers: itself and its co-located predictors (each still answers
+        on its own /v1/models/NAME routes)."""
+        return [self, *self.hops.local.values()]
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.hops.close()
 
     async def call(self, predictor: str, rows: list[dict[str, Any]], timeout_ms: int) -> Hop:
-        url = self.urls.get(predictor)
-        if not url:
-            return Hop(False, None, "not deployed")
-        t = time.perf_counter()
-        try:
-            session = await self.session()
-            async with session.post(
-                f"{url.rstrip('/')}/v1/models/{predictor}:predict",
-                json={"instances": rows},
-                timeout=aiohttp.ClientTimeout(total=timeout_ms / 1000),
-            ) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200:
-                    return Hop(False, None, f"HTTP {resp.status}: {str(body)[:200]}")
-                return Hop(True, body["predictions"])
-        except TimeoutError:
-            return Hop(False, None, f"timed out after {timeout_ms} ms")
-        except (aiohttp.ClientError, ValueError, KeyError, TypeError) as err:
-            return Hop(False, None, f"{type(err).__name__}: {err}")
-        finally:
-            metrics.HOP_SECONDS.labels(predictor).observe(time.perf_counter() - t)
+        """One predictor hop, in-process or HTTP (:class:`serving.hops.Hops`): never raises."""
+        return await self.hops.call(predictor, rows, timeout_ms)
 
     async def predict(self, payload, headers=None, response_headers=None):
-        return await self.retain(parse_request(payload))
+        return await self.retain(parse_request(payload, self.cfg.limits))
 
     # ------------------------------------------------------------------------------- decision
 
@@ -215,11 +126,15 @@ class RetentionTransformer(Model):
         now = req.send_at or datetime.now(UTC)
         # Without a request id a retry cannot be recognised: each call is a new decision.
         request_id = req.request_id or f"auto-{uuid.uuid4().hex}"
-        recorded = await asyncio.to_thread(self.ledger.get, request_id)
-        if recorded is not None and recorded.customer_id != facts.customer_id:
-            raise InvalidInput(f"request_id: {request_id!r} was already used for another customer")
-        if recorded is not None and recorded.response is not None:
-            return recorded.response  # an idempotent retry: the first answer, nothing re-decided
+        # One read, in a ledger thread: the stored answer and the customer's period so far.
+        t = time.perf_counter()
+        try:
+            view = await self.ledger.run(self.ledger.view, request_id, facts.customer_id, now)
+        except RequestIdConflictError as err:
+            raise InvalidInput(str(err)) from None
+        metrics.HOP_SECONDS.labels("ledger_read").observe(time.perf_counter() - t)
+        if view.answer is not None:
+            return view.answer  # an idempotent retry: the first answer, nothing re-decided
         features = {**facts.extras(), "tenure": facts.tenure, "plan": facts.plan}
         arm = assign_arm(facts.customer_id, self.cfg.experiment)
         degraded: list[str] = []
@@ -228,7 +143,9 @@ class RetentionTransformer(Model):
         calls = [self.call(RISK, [features], timeout), self.call(ACCEPT, [features], timeout)]
         if req.journey:
             calls.append(self.call(PHASE_HEALTH, list(req.journey), timeout))
-        hops = await asyncio.gather(*calls)
+        # The value hop runs beside the others; a value the caller gives needs none.
+        ltv_call = self.call(LTV, [features], timeout) if facts.value is None else _no_hop()
+        *hops, ltv_hop = await asyncio.gather(*calls, ltv_call)
         risk_hop, accept_hop = hops[0], hops[1]
         for name, hop in zip((RISK, ACCEPT, PHASE_HEALTH), hops, strict=False):
             if not hop.ok:
@@ -237,61 +154,95 @@ class RetentionTransformer(Model):
                 log.warning("%s unavailable (%s): falling back", name, hop.error)
         churn = risk_hop.rows[0]["churn_probability"] if risk_hop.ok else None
         accept = accept_hop.rows[0]["accept_probability"] if accept_hop.ok else None
-        value = _value(facts, self.policy.mean_value)
+        valued, unavailable = _value(facts, ltv_hop, self.policy.mean_value)
+        if unavailable:
+            degraded.append(LTV)
+            metrics.FALLBACKS.labels(LTV).inc()
+            log.warning("%s unavailable (%s): the book's mean value", LTV, unavailable)
+        value = valued.value
 
         proposal = await self.propose(
-            arm, facts, churn, accept, value, now, request_id, degraded, timeout
+            arm, facts, churn, accept, value, now, view, degraded, timeout
         )
-        t = time.perf_counter()
-        decided = await asyncio.to_thread(
-            self.ledger.decide, request_id, facts.customer_id, proposal, now, facts.timezone
-        )
-        metrics.HOP_SECONDS.labels("ledger").observe(time.perf_counter() - t)
-        if decided.replay and decided.response is not None:
-            return decided.response
-        for rule in decided.blocked:
-            metrics.LEDGER_BLOCKS.labels(rule).inc()
-
+        # The message exists (written or templated, and shielded) before the write, so the one
+        # write transaction can store the complete answer. A limit the read already shows broken
+        # stays broken in the write: such a contact gets no message that would never be sent.
+        level = None
+        if view.recorded:
+            # Decided before without an answer (a batch run): the write replays that decision.
+            recorded = await self.ledger.run(self.ledger.get, request_id)
+            level = recorded.offer_level if recorded is not None and recorded.contact else None
+        elif proposal.contact and not self.ledger.foreseen_blocks(
+            view, proposal, now, facts.timezone
+        ):
+            level = proposal.offer_level
         message, safety = None, None
-        if decided.contact:
-            message, safety = await self.message(facts, decided.offer_level, now, degraded)
-        response = {
-            "request_id": request_id,
-            "decision": {
-                "contact": decided.contact,
-                "offer_level": decided.offer_level if decided.contact else None,
-                "offer_discount_percent": (
-                    self.contract.level(decided.offer_level).percent if decided.contact else None
-                ),
-                "followup_days": proposal.followup_days,
-                "source": proposal.source,
-                "blocked_by": list(decided.blocked),
-            },
-            "message": message,
-            "safety": safety,
-            "risk": {
-                "churn_probability": churn,
-                "risk_level": risk_level(churn),
-                "factors": risk_hop.rows[0].get("factors", []) if risk_hop.ok else [],
-            },
-            "accept_probability": accept,
-            "phase_health": _phase_health(hops[2]) if len(hops) > 2 and hops[2].ok else None,
-            "experiment": {
-                "name": self.cfg.experiment.name,
-                "arm": arm,
-                "propensity": proposal.propensity,
-            },
-            "models": self.versions,
-            "degraded": degraded,
-        }
-        await asyncio.to_thread(self.ledger.complete, request_id, response)
-        offer = str(decided.offer_level) if decided.contact else "none"
-        metrics.DECISIONS.labels(arm, offer).inc()
+        if level is not None:
+            message, safety = await self.message(facts, level, now, degraded)
+
+        def respond(decided: LedgerDecision) -> dict[str, Any]:
+            """The answer for the ledger's verdict (a replayed one's own fields, not this
+            proposal's): pure, it runs inside the write transaction. A blocked contact sends
+            nothing, so its message is not in the answer."""
+            sent = decided.contact and decided.offer_level == level
+            return {
+                "request_id": request_id,
+                "decision": {
+                    "contact": decided.contact,
+                    "offer_level": decided.offer_level if decided.contact else None,
+                    "offer_discount_percent": (
+                        self.contract.level(decided.offer_level).percent
+                        if decided.contact
+                        else None
+                    ),
+                    "followup_days": decided.followup_days,
+                    "source": decided.source,
+                    "blocked_by": list(decided.blocked),
+                },
+                "message": message if sent else None,
+                "safety": safety if sent else None,
+                "risk": {
+                    "churn_probability": churn,
+                    "risk_level": risk_level(churn),
+                    "factors": risk_hop.rows[0].get("factors", []) if risk_hop.ok else [],
+                },
+                "accept_probability": accept,
+                "value": valued.model_dump(),
+                "phase_health": _phase_health(hops[2]) if len(hops) > 2 and hops[2].ok else None,
+                "experiment": {
+                    "name": self.cfg.experiment.name,
+                    "arm": decided.arm,
+                    "propensity": decided.propensity,
+                },
+                "models": self.versions,
+                "degraded": list(degraded),
+            }
+
+        t = time.perf_counter()
+        try:
+            answered = await self.ledger.run(
+                self.ledger.answer,
+                request_id,
+                facts.customer_id,
+                proposal,
+                now,
+                facts.timezone,
+                respond,
+            )
+        except RequestIdConflictError as err:  # a racing request with this id, another customer
+            raise InvalidInput(str(err)) from None
+        metrics.HOP_SECONDS.labels("ledger").observe(time.perf_counter() - t)
+        decided = answered.decision
+        if not decided.replay:  # a racing retry's answer was counted where it was decided
+            for rule in decided.blocked:
+                metrics.LEDGER_BLOCKS.labels(rule).inc()
+            offer = str(decided.offer_level) if decided.contact else "none"
+            metrics.DECISIONS.labels(arm, offer).inc()
         metrics.HOP_SECONDS.labels("total").observe(time.perf_counter() - t0)
-        return response
+        return answered.response
 
     async def propose(
-        self, arm, facts, churn, accept, value, now, request_id, degraded, timeout
+        self, arm, facts, churn, accept, value, now, view: LedgerView, degraded, timeout
     ) -> Proposal:
         env = self.policy.env
         if arm == "control":
@@ -299,7 +250,7 @@ class RetentionTransformer(Model):
             return self._proposal(rule, value, arm, 1.0, "bau")
         if churn is not None and accept is not None and self.policy.available:
             obs = observation(
-                self._live(facts.customer_id, churn, accept, value, now),
+                self._live(view, churn, accept, value, now),
                 env,
                 self.contract,
                 self.policy.mean_value,
@@ -322,26 +273,8 @@ class RetentionTransformer(Model):
     def _proposal(self, rule: RuleDecision, value, arm, propensity, source) -> Proposal:
         return make_proposal(rule, value, arm, propensity, source, self.contract)
 
-    def _live(self, customer_id, churn, accept, value, now) -> LiveCustomer:
-        """The customer as the policy saw customers in training, from the ledger's records."""
-        env, led, limits = self.policy.env, self.ledger, self.contract.limits
-        period = led.period_key(now)
-        mine = [c for c in led.contacts(customer_id) if led.period_key(c.decided_at) == period]
-        days = [(now - c.decided_at).days for c in mine]
-        offer_active = any(
-            c.offer_level > 0 and (now - c.decided_at).days < env.offer_effect_days for c in mine
-        )
-        day = int(period_progress(now, limits.period) * limits.period_days)
-        return LiveCustomer(
-            churn_risk=float(churn),
-            accept_probs=tuple(float(x) for x in accept),
-            value=value,
-            day=min(day, limits.period_days - 1),
-            contacts=len(mine),
-            days_since_contact=min(days) if days else None,
-            offer_active=offer_active,
-            budget_left_share=1.0 - led.spent(period) / limits.budget_per_period,
-        )
+    def _live(self, view: LedgerView, churn, accept, value, now) -> LiveCustomer:
+        return live_customer(view, churn, accept, value, now, self.policy.env, self.contract)
 
     async def message(self, facts: CustomerFacts, level: int, now, degraded):
         plain = {
@@ -372,6 +305,35 @@ class RetentionTransformer(Model):
         return sent, {**verdict.to_dict(), "replaced_by_template": sent != text}
 
 
+def live_customer(
+    view: LedgerView,
+    churn: float,
+    accept,
+    value: float,
+    now: datetime,
+    env: RetentionEnvConfig,
+    contract: ContactContract,
+    spent_micros: int | None = None,
+) -> LiveCustomer:
+    """The customer as the policy saw customers in training, from the ledger's read; the budget
+    left after ``spent_micros`` (default: the view's spend; a batch run passes its start's)."""
+    limits = contract.limits
+    last, offer = view.last_contact_in_period, view.last_offer_in_period
+    day = int(period_progress(now, limits.period) * limits.period_days)
+    spent = view.spent_micros if spent_micros is None else spent_micros
+    return LiveCustomer(
+        churn_risk=float(churn),
+        accept_probs=tuple(float(x) for x in accept),
+        value=float(value),
+        day=min(day, limits.period_days - 1),
+        contacts=view.contacts_in_period,
+        days_since_contact=None if last is None else (now - last).days,
+        # The latest offer is the one still running, if any is.
+        offer_active=offer is not None and (now - offer).days < env.offer_effect_days,
+        budget_left_share=1.0 - spent / MICROS / limits.budget_per_period,
+    )
+
+
 def make_proposal(
     rule: RuleDecision,
     value: float,
@@ -394,14 +356,29 @@ def make_proposal(
     )
 
 
-def _value(facts: CustomerFacts, mean_value: float) -> float:
-    """12-month value: given, or twelve monthly bills, or the book's mean."""
+async def _no_hop() -> None:
+    return None
+
+
+def _value(
+    facts: CustomerFacts, hop: Hop | None, mean_value: float
+) -> tuple[CustomerValue, str | None]:
+    """The customer's 12-month value on the scale the policy was trained on, and why the LTV
+    predictor could not give it (None when it did, or was not needed).
+
+    Given by the caller; else the LTV predictor's answer (``LtvModel.customer_values``: the
+    model on order facts, or the customer book's own mapping, the function the book used); else
+    the book's mean value that the policy's metadata records.
+    """
     if facts.value is not None:
-        return float(facts.value)
-    monthly = (facts.model_extra or {}).get("MonthlyCharges")
-    if isinstance(monthly, (int, float)) and monthly >= 0:
-        return 12.0 * float(monthly)
-    return float(mean_value)
+        return CustomerValue(value=float(facts.value), source="given"), None
+    why = "not called" if hop is None else hop.error
+    if hop is not None and hop.ok:
+        try:
+            return CustomerValue.model_validate(hop.rows[0]), None
+        except (ValidationError, IndexError, TypeError) as err:
+            why = f"unusable answer: {err}"
+    return CustomerValue(value=float(mean_value), source="book_mean"), why
 
 
 def _phase_health(hop: Hop) -> dict[str, Any]:

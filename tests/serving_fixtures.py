@@ -134,3 +134,35 @@ def build_release(profile: Profile, root: Path) -> dict:
         BUILDERS[spec.name](profile, root / "splits", out)
         trained[spec.name] = out
     return push_models(profile, trained, metadata={"source": "tests.serving_fixtures"})
+
+
+class LoopbackServer:
+    """An app in a real uvicorn server on 127.0.0.1 (a free port), in a daemon thread."""
+
+    def __init__(self, app, seconds: float = 20):
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + seconds
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the server on port {self.port} did not start")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

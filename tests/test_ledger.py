@@ -1,18 +1,16 @@
 """The contact ledger on SQLite and PostgreSQL: every limit, idempotency, concurrency, durability.
 
-PostgreSQL tests use ``RETENTION_TEST_POSTGRES_URL`` (default: the local server, database
-``test``), each ledger in its own schema, dropped afterwards, so parallel runs never collide. They
-skip when the server is unreachable, except in CI (``CI=true``), where that is a failure.
+PostgreSQL tests use ``tests.ledger_backends`` (``RETENTION_TEST_POSTGRES_URL``, default the local
+server's database ``test``), each ledger in its own schema, dropped afterwards, so parallel runs
+never collide. They skip when the server is unreachable, except in CI (``CI=true``).
 """
 
 from __future__ import annotations
 
-import functools
-import os
+import asyncio
 import subprocess
 import sys
 import threading
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,52 +19,28 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from retention.config import LedgerConfig
 from retention.contract import ContactLimits
-from serving.ledger import ContactLedger, LedgerDecision, Proposal
-from serving.ledger_load import run_ledger_load
+from serving.ledger import (
+    Answered,
+    ContactLedger,
+    LedgerDecision,
+    Proposal,
+    RequestIdConflictError,
+)
+from serving.ledger_load import check_invariants, run_ledger_load
+from tests.ledger_backends import PG_URL, drop_schema, new_schema_name, require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get(
-    "RETENTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday noon: outside quiet hours in UTC
-
-
-@functools.cache
-def _postgres_problem() -> str | None:
-    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3}, poolclass=sa.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        engine.dispose()
-    return None
-
-
-def _require_postgres() -> None:
-    problem = _postgres_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL at {PG_URL} is required in CI: {problem}")
-    pytest.skip(f"PostgreSQL at {PG_URL} not reachable: {problem}")
-
-
-def _drop_schema(schema: str) -> None:
-    engine = sa.create_engine(PG_URL, poolclass=sa.NullPool)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request) -> str:
     if request.param == "postgresql":
-        _require_postgres()
+        require_postgres()
     return request.param
 
 
@@ -83,7 +57,7 @@ def make_ledger(backend, tmp_path):
             url = f"sqlite:///{tmp_path}/ledger-{len(made)}.sqlite"
             ledger = ContactLedger(url, limits, sqlite_synchronous=sync)
         else:
-            ledger = ContactLedger(PG_URL, limits, schema=f"test_ledger_{uuid.uuid4().hex[:12]}")
+            ledger = ContactLedger(PG_URL, limits, schema=new_schema_name())
         made.append(ledger)
         return ledger
 
@@ -91,7 +65,7 @@ def make_ledger(backend, tmp_path):
     for ledger in made:
         ledger.close()
         if ledger.schema:
-            _drop_schema(ledger.schema)
+            drop_schema(ledger.schema)
 
 
 def offer(cost: float = 10.0, level: int = 1, contact: bool = True) -> Proposal:
@@ -99,7 +73,7 @@ def offer(cost: float = 10.0, level: int = 1, contact: bool = True) -> Proposal:
 
 
 def _same(a: LedgerDecision, b: LedgerDecision) -> bool:
-    return replace(a, replay=False, response=None) == replace(b, replay=False, response=None)
+    return replace(a, replay=False) == replace(b, replay=False)
 
 
 # ------------------------------------------------------------------------------------- limits
@@ -238,22 +212,164 @@ def test_retry_returns_the_first_answer_and_spends_once(make_ledger):
     # The cooldown has long passed, but the request was already answered: the answer stands.
     later = ledger.decide("r2", "c1", offer(), T0 + timedelta(days=30), None)
     assert later.replay and _same(later, blocked)
-    assert len(ledger.decisions()) == 2
+    assert len(list(ledger.decisions())) == 2
     with pytest.raises(ValueError, match="request_id"):  # never another customer's answer
         ledger.decide("r1", "c2", offer(), T0, None)
 
 
-def test_complete_keeps_the_first_response(make_ledger):
+def _echo(tag: str, calls: list | None = None):
+    """An answer naming who built it, so a retry handed its own answer would show."""
+
+    def respond(d: LedgerDecision) -> dict:
+        if calls is not None:
+            calls.append(d)
+        return {"contact": d.contact, "blocked": list(d.blocked), "by": tag, "text": "¡hola! ☺"}
+
+    return respond
+
+
+def test_the_answer_is_stored_with_the_decision_and_replayed(make_ledger):
     ledger = make_ledger()
-    ledger.decide("r1", "c1", offer(), T0, None)
-    first = {"decision": {"contact": True}, "message": "Hi Sam, ¡hola! ☺"}
-    assert ledger.complete("r1", first) is True
-    assert ledger.complete("r1", {"message": "second"}) is False
-    assert ledger.decide("r1", "c1", offer(), T0, None).response == first
-    with pytest.raises(KeyError, match="r-unknown"):
-        ledger.complete("r-unknown", first)
-    with pytest.raises(ValueError, match="response"):
-        ledger.complete("r1", {"bad": object()})
+    first = ledger.answer("r1", "c1", offer(30.0), T0, None, _echo("first"))
+    assert isinstance(first, Answered) and not first.decision.replay
+    assert first.response == {"contact": True, "blocked": [], "by": "first", "text": "¡hola! ☺"}
+    calls: list = []
+    again = ledger.answer("r1", "c1", offer(99.0, 3), T0 + timedelta(days=20), None,
+                          _echo("again", calls))  # fmt: skip
+    assert again.decision.replay and _same(again.decision, first.decision)
+    assert again.response == first.response and calls == []  # stored, not rebuilt
+    assert ledger.view("r1", "c1", T0).answer == first.response
+    assert ledger.spent(ledger.period_key(T0)) == 30.0
+    with pytest.raises(RequestIdConflictError, match="already used for another customer"):
+        ledger.answer("r1", "c2", offer(), T0, None, _echo("other"))
+
+
+def test_a_decision_recorded_without_an_answer_gets_one_answer_on_replay(make_ledger):
+    # A batch run records decisions without answers; a later /retain of the same id replays it.
+    ledger = make_ledger()
+    d = ledger.decide("r1", "c1", offer(5.0), T0, None)
+    assert ledger.view("r1", "c1", T0).recorded and ledger.view("r1", "c1", T0).answer is None
+    calls: list = []
+    a = ledger.answer("r1", "c1", offer(), T0, None, _echo("late", calls))
+    assert a.decision.replay and _same(a.decision, d) and calls == [a.decision]
+    b = ledger.answer("r1", "c1", offer(), T0, None, _echo("later"))
+    assert b.response == a.response and a.response["by"] == "late"
+
+
+def test_an_answer_that_is_not_strict_json_records_nothing(make_ledger):
+    ledger = make_ledger()
+    for bad in ({"value": float("inf")}, {"bad": object()}):
+        with pytest.raises(ValueError, match="response"):
+            ledger.answer("r1", "c1", offer(), T0, None, lambda d, bad=bad: bad)
+    with pytest.raises(ValueError, match="response: expected a JSON object"):
+        ledger.answer("r1", "c1", offer(), T0, None, lambda d: ["a list"])
+    assert ledger.get("r1") is None and ledger.spent(ledger.period_key(T0)) == 0.0
+
+
+def test_the_view_is_one_statement_with_history_spend_and_the_stored_answer(make_ledger):
+    ledger = make_ledger(cooldown_days=1, fatigue_cap=5, period="month")
+    march = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    ledger.decide("feb", "c1", offer(4.0, level=2), march - timedelta(days=20), None)  # February
+    ledger.answer("m1", "c1", offer(3.0, level=2), march, None, _echo("m1"))
+    ledger.decide("m2", "c1", offer(2.0, level=0), march + timedelta(days=2), None)
+    ledger.decide("m3", "c1", offer(contact=False), march + timedelta(days=3), None)
+    ledger.decide("x", "c2", offer(1.0), march, None)
+    statements = _count_statements(ledger)
+    later = march + timedelta(days=5)
+    v = ledger.view("m1", "c1", later)
+    assert statements() == 1
+    assert (v.recorded, v.answer["by"], v.period) == (True, "m1", "2026-03")
+    assert v.contacts_in_period == 2  # February's contact and the non-contact do not count
+    assert v.last_contact == v.last_contact_in_period == march + timedelta(days=2)
+    assert v.last_offer_in_period == march  # m2 was a check-in (level 0)
+    assert v.spent == 6.0 and v.spent_micros == 6_000_000
+    fresh = ledger.view("new", "c3", later)
+    assert (fresh.recorded, fresh.answer, fresh.contacts_in_period, fresh.last_contact) == (
+        False, None, 0, None)  # fmt: skip
+    assert ledger.view("new", "c3", datetime(2026, 4, 1, tzinfo=UTC)).spent == 0.0
+    with pytest.raises(RequestIdConflictError):
+        ledger.view("m1", "c2", later)
+
+
+def _count_statements(ledger: ContactLedger):
+    seen: list[str] = []
+    event.listen(
+        ledger._base_engine, "before_cursor_execute", lambda *a: seen.append(a[2]), named=False
+    )
+
+    def count() -> int:
+        n = len(seen)
+        seen.clear()
+        return n
+
+    return count
+
+
+def test_one_decision_is_one_short_transaction(make_ledger, backend):
+    ledger = make_ledger()
+    ledger.decide("warm", "c0", offer(1.0), T0, None)  # the period's budget row exists now
+    begins: list = []
+    event.listen(ledger._base_engine, "begin", lambda conn: begins.append(1))
+    statements = _count_statements(ledger)
+    ledger.answer("r1", "c1", offer(2.0), T0, None, _echo("r1"))
+    # SQLite: BEGIN IMMEDIATE, the view, the insert with the answer, the spend.
+    # PostgreSQL (BEGIN is the driver's): the customer lock, the view, the budget lock, insert,
+    # spend.
+    assert (len(begins), statements()) == (1, 4 if backend == "sqlite" else 5)
+    ledger.answer("r2", "c2", offer(contact=False), T0, None, _echo("r2"))
+    assert statements() == (2 if backend == "sqlite" else 1)  # no contact: no locks, no view
+
+
+def test_a_block_foreseen_in_the_view_is_the_writes_verdict(make_ledger):
+    ledger = make_ledger(budget_per_period=10.0, cooldown_days=14, fatigue_cap=1)
+    assert ledger.decide("r1", "c1", offer(8.0), T0, None).contact
+    later = T0 + timedelta(days=1)
+    cases = [
+        ("c1", offer(1.0), later, None, ("cooldown", "fatigue")),
+        ("c2", offer(5.0), later, None, ("budget",)),
+        ("c3", offer(1.0), later.replace(hour=23), None, ("quiet_hours",)),
+        ("c4", offer(1.0), later, None, ()),
+        ("c5", offer(50.0, contact=False), later, None, ()),
+    ]
+    for i, (customer, proposal, now, zone, expected) in enumerate(cases):
+        view = ledger.view(f"q{i}", customer, now)
+        assert ledger.foreseen_blocks(view, proposal, now, zone) == expected
+        written = ledger.decide(f"q{i}", customer, proposal, now, zone)
+        assert written.blocked == expected
+
+
+def test_decisions_are_read_in_pages_oldest_first(make_ledger):
+    ledger = make_ledger(cooldown_days=0, fatigue_cap=100)
+    made = [ledger.decide(f"r{i:02d}", f"c{i % 3}", offer(0.5, contact=i % 4 != 0),
+                          T0 + timedelta(minutes=i // 2), None) for i in range(11)]  # fmt: skip
+    assert [d.request_id for d in ledger.decisions(page=2)] == [d.request_id for d in made]
+    assert list(ledger.decisions(page=3)) == [replace(d, replay=True) for d in made]
+    mine = [d.request_id for d in made if d.customer_id == "c1" and d.contact]
+    assert [d.request_id for d in ledger.decisions("c1", contacts_only=True, page=1)] == mine
+    assert [d.request_id for d in ledger.contacts("c1")] == mine
+    summary = ledger.summary()
+    assert (summary.decisions, summary.contacts) == (11, sum(d.contact for d in made))
+    assert (
+        summary.spend_by_period_micros
+        == summary.counter_by_period_micros
+        == {ledger.period_key(T0): 500_000 * summary.contacts}
+    )
+
+
+def test_calls_from_async_code_run_in_the_ledgers_own_threads(make_ledger):
+    ledger = make_ledger()
+
+    def where() -> str:
+        return threading.current_thread().name
+
+    async def go():
+        names = await asyncio.gather(*(ledger.run(where) for _ in range(20)))
+        view = await ledger.run(ledger.view, "r1", "c1", T0)
+        return names, view, threading.current_thread().name
+
+    names, view, loop_thread = asyncio.run(go())
+    assert all(n.startswith("ledger") for n in names) and loop_thread not in names
+    assert len(set(names)) <= ledger.pool_size and not view.recorded
 
 
 # --------------------------------------------------------------------------------- concurrency
@@ -285,7 +401,7 @@ def test_200_concurrent_requests_for_one_customer_make_one_contact(make_ledger):
     assert errors == []
     assert sum(d.contact for d in results) == 1
     assert all(d.blocked == ("cooldown",) for d in results if not d.contact)
-    assert len(ledger.decisions("hot")) == 200 and len(ledger.contacts("hot")) == 1
+    assert len(list(ledger.decisions("hot"))) == 200 and len(ledger.contacts("hot")) == 1
     assert ledger.spent(ledger.period_key(T0)) == 1.0
 
 
@@ -295,7 +411,84 @@ def test_concurrent_retries_of_one_request_id_decide_once(make_ledger):
     assert errors == []
     assert sum(not d.replay for d in results) == 1
     assert all(_same(d, results[0]) for d in results)
-    assert len(ledger.decisions()) == 1 and ledger.spent(ledger.period_key(T0)) == 7.0
+    assert len(list(ledger.decisions())) == 1 and ledger.spent(ledger.period_key(T0)) == 7.0
+
+
+def test_concurrent_identical_requests_get_the_one_stored_answer(make_ledger):
+    # Each attempt builds an answer naming itself (and a proposal of its own, as a retry that
+    # re-predicted would): every one must come back with the single stored answer.
+    ledger = make_ledger()
+    n = 40
+    results, errors = _hammer(
+        n,
+        lambda i: ledger.answer(
+            "r-same", "c1", offer(1.0 + i % 3, level=i % 4), T0, None, _echo(f"attempt-{i}")
+        ),
+    )
+    assert errors == []
+    assert len(list(ledger.decisions())) == 1
+    stored = ledger.view("r-same", "c1", T0).answer
+    assert stored is not None and all(a.response == stored for a in results)
+    assert all(_same(a.decision, results[0].decision) for a in results)
+    assert sum(not a.decision.replay for a in results) == 1
+    assert ledger.spent(ledger.period_key(T0)) == results[0].decision.offer_cost
+
+
+def test_the_invariant_check_sees_a_row_written_around_the_ledger(make_ledger):
+    # The load's invariants must be able to fail: a contact inserted behind the ledger's back,
+    # inside the cooldown and over the budget, is reported.
+    from serving.ledger import decisions
+
+    ledger = make_ledger(budget_per_period=10.0, cooldown_days=14)
+    ledger.decide("r1", "c1", offer(8.0), T0, None)
+    assert check_invariants(ledger).ok
+    row = {c: v for c, v in _row(ledger, "r1").items()}
+    row.update(request_id="sneaky", decided_at=T0 + timedelta(days=1), cost_micros=5_000_000)
+    with ledger._engine.begin() as conn:
+        conn.execute(decisions.insert(), row)
+    inv = check_invariants(ledger)
+    assert not inv.ok
+    assert inv.cooldown_violations == 1 and inv.overspent_periods == [ledger.period_key(T0)]
+    assert inv.spend_counter_mismatches == [ledger.period_key(T0)]
+
+
+def _row(ledger: ContactLedger, request_id: str) -> dict:
+    from serving.ledger import decisions
+
+    with ledger._engine.connect() as conn:
+        return dict(
+            conn.execute(sa.select(decisions).where(decisions.c.request_id == request_id))
+            .one()
+            ._mapping
+        )
+
+
+def test_batch_chunks_and_live_decisions_on_the_same_customers_keep_the_limits(make_ledger):
+    # A batch chunk locks all its customers before any budget, in one order; live decisions
+    # lock one customer then the budget: neither waits on the other in a cycle.
+    ledger = make_ledger(budget_per_period=1000.0, cooldown_days=14)
+    customers = [f"c{k}" for k in range(30)]
+
+    def work(i: int):
+        if i == 0:
+            return [
+                ledger.decide_many(
+                    [(f"b-{c}", c, offer(1.0), None) for c in customers[s : s + 10]], T0
+                )
+                for s in range(0, len(customers), 10)
+            ]
+        return [
+            ledger.answer(f"live-{i}-{c}", c, offer(1.0), T0, None, _echo(f"{i}"))
+            for c in reversed(customers)
+        ]
+
+    _, errors = _hammer(5, work)
+    assert errors == []
+    assert all(len(ledger.contacts(c)) == 1 for c in customers)
+    assert check_invariants(ledger).ok
+    again = ledger.decide_many([(f"b-{c}", c, offer(1.0), None) for c in customers[:10]], T0)
+    assert all(d.replay for d in again)  # re-running a batch never charges twice
+    assert ledger.spent(ledger.period_key(T0)) == 30.0
 
 
 _WORKER = """
@@ -336,7 +529,7 @@ def test_processes_sharing_one_database_make_one_contact(make_ledger, tmp_path):
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     assert sum(int(out) for out, _ in outs) == 1
-    assert len(ledger.decisions("hot")) == 160 and len(ledger.contacts("hot")) == 1
+    assert len(list(ledger.decisions("hot"))) == 160 and len(ledger.contacts("hot")) == 1
 
 
 def test_mixed_concurrent_load_keeps_every_invariant(make_ledger):
@@ -390,7 +583,7 @@ def test_export_holds_every_decision_with_arm_and_propensity(make_ledger, tmp_pa
     ledger.decide("r1", "c1", offer(10.0, level=2), T0, None)
     ledger.decide("r2", "c2", Proposal(True, 3, 9.0, 14, "control", 0.25, "rules"), T0, None)
     ledger.decide("r3", "c3", offer(contact=False), T0 + timedelta(hours=1), None)
-    ledger.complete("r1", {"message": "hi"})
+    ledger.answer("r1", "c1", offer(), T0, None, _echo("r1"))  # a replay that stores an answer
     out = ledger.export_decisions(tmp_path / f"decisions{suffix}")
     df = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out, keep_default_na=False)
     assert list(df["request_id"]) == ["r1", "r2", "r3"]
@@ -437,6 +630,14 @@ def test_for_store_uses_a_sqlite_file_in_a_local_store(tmp_path):
         "gs://bucket/models", LedgerConfig(url=explicit), limits
     ) as ledger:
         assert ledger.url.database == f"{tmp_path}/explicit.sqlite"
+
+
+def test_the_pool_is_sized_by_the_profile(tmp_path):
+    cfg = LedgerConfig(pool_size=3)
+    with ContactLedger.for_store(tmp_path, cfg, ContactLimits()) as ledger:
+        assert ledger.pool_size == 3 and ledger._base_engine.pool.size() == 3
+    with pytest.raises(ValueError, match="pool_size"):
+        ContactLedger(f"sqlite:///{tmp_path}/x.sqlite", ContactLimits(), pool_size=0)
 
 
 def test_unreachable_postgres_names_the_field():

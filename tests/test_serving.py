@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -53,8 +53,11 @@ FACTS = {
     "Contract": "Month-to-month",
     "timezone": "Europe/London",
 }
-DAYTIME = "2026-11-23T12:00:00+00:00"
-DAYTIME_AT = datetime.fromisoformat(DAYTIME)
+# Noon UTC tomorrow: inside the window around now that serving.limits allows send_at in.
+DAYTIME_AT = (datetime.now(UTC) + timedelta(days=1)).replace(
+    hour=12, minute=0, second=0, microsecond=0
+)
+DAYTIME = DAYTIME_AT.isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +127,17 @@ def _urls(base: str) -> dict[str, str]:
     return {n: base for n in catalogue.services()}
 
 
-def _transformer(profile, tmp_path, urls, treatment_share=None):
+def _transformer(
+    profile, tmp_path, urls, treatment_share=None, ledger_url=None, mode="remote", local=None
+):
+    """The transformer on a fresh ledger; remote mode unless asked (these tests stop servers)."""
     p = profile.model_copy(deep=True)
-    p.serving.ledger.url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    p.serving.ledger.url = ledger_url or f"sqlite:///{tmp_path / 'ledger.db'}"
+    p.serving.mode = mode
     if treatment_share is not None:
         p.serving.experiment.treatment_share = treatment_share
-    t, extra = build_transformer(p, urls)
-    return t, create_app([t], extra)
+    t, extra = build_transformer(p, urls, local=local)
+    return t, create_app(t.served_models(), extra)
 
 
 def _post_all(app, bodies):
@@ -301,8 +308,8 @@ def test_a_predictor_given_the_wrong_files_is_not_ready(profile):
 
 def test_serve_model_names_the_servers_it_knows(profile):
     assert server_names() == ("retention", "predictors", *catalogue.services())
-    with pytest.raises(ValueError, match=r"unknown model server 'decision' \(known: retention, "
-                                         r"predictors, risk, accept, phase-health, policy, writer\)"):  # fmt: skip
+    known = ", ".join(server_names())
+    with pytest.raises(ValueError, match=rf"unknown model server 'decision' \(known: {known}\)"):
         serve_model(profile, "decision", "127.0.0.1", 0, None)
 
 
@@ -419,6 +426,10 @@ def test_200_concurrent_requests_for_one_customer_make_one_contact(profile, tmp_
     blocked = {b for r in responses for b in r.json()["decision"]["blocked_by"]}
     assert "cooldown" in blocked
     assert len(t.ledger.contacts("c-17")) == 1
+    # Each proposed contact had its message before the write; only the one sent shows it.
+    assert contacted[0].json()["message"] and contacted[0].json()["safety"]["passed"]
+    refused = [r.json() for r in responses if not r.json()["decision"]["contact"]]
+    assert all(a["message"] is None and a["safety"] is None for a in refused)
 
 
 def test_a_killed_predictor_falls_back_and_says_so(profile, predictors, tmp_path):
@@ -444,10 +455,11 @@ def test_a_killed_predictor_falls_back_and_says_so(profile, predictors, tmp_path
 def test_quiet_hours_block_the_contact(profile, tmp_path):
     _, app = _transformer(profile, tmp_path, {}, treatment_share=1.0)
     night = {"request_id": "n-1", "customer_facts": {**FACTS, "timezone": "Asia/Tokyo"},
-             "send_at": "2026-11-23T14:30:00+00:00"}  # 23:30 in Tokyo  # fmt: skip
+             "send_at": DAYTIME_AT.replace(hour=14, minute=30).isoformat()}  # 23:30 in Tokyo  # fmt: skip
     (r,) = _post_all(app, [night])
     assert r.json()["decision"]["contact"] is False
     assert "quiet_hours" in r.json()["decision"]["blocked_by"]
+    assert r.json()["message"] is None and r.json()["safety"] is None
 
 
 def test_health_ready_and_metrics(profile, predictor_server, tmp_path):
@@ -493,14 +505,17 @@ def test_a_policy_trained_under_another_contract_is_not_used(profile, predictor_
 # ------------------------------------------------------------------------------------- manifests
 
 
+POINTER = {
+    "release": "20261123-1",
+    "uris": {s.name: f"gs://b/{s.name}/20261123-1" for s in catalogue.released()},
+    "models": {s.name: f"v-{s.name}" for s in catalogue.released()},
+}
+
+
 def test_manifests_follow_the_inference_service_schema():
-    gcp = load_profile("gcp")
-    pointer = {
-        "release": "20261123-1",
-        "uris": {s.name: f"gs://b/{s.name}/20261123-1" for s in catalogue.released()},
-    }
-    docs = render(gcp, pointer)
-    # One service per served model (ltv is released, not served) and the orchestrator last.
+    gcp = load_profile("gcp", overrides=["serving.mode=remote"])
+    docs = render(gcp, POINTER)
+    # Remote mode: one service per served model and the orchestrator last.
     assert [d["metadata"]["name"] for d in docs] == [*catalogue.services(), catalogue.ORCHESTRATOR]
     for d in docs:
         assert validate_inference_service(d) == [], d["metadata"]["name"]
@@ -539,9 +554,53 @@ def test_manifests_follow_the_inference_service_schema():
 
 
 def test_a_release_missing_a_model_serves_only_what_it_has():
-    gcp = load_profile("gcp")
-    docs = render(gcp, {"release": "r1", "uris": {"risk": "gs://b/risk/r1"}})
+    release = {"release": "r1", "uris": {"risk": "gs://b/risk/r1"}}
+    docs = render(load_profile("gcp", overrides=["serving.mode=remote"]), release)
     assert [d["metadata"]["name"] for d in docs] == ["risk", catalogue.ORCHESTRATOR]
+    (colocated,) = render(load_profile("gcp"), release)
+    mounts = colocated["spec"]["predictor"]["storageUris"]
+    assert mounts == [{"uri": "gs://b/risk/r1", "mountPath": "/mnt/models/risk"}]
+
+
+def _env(container) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_colocated_manifests_mount_the_models_in_the_one_retention_service():
+    gcp = load_profile("gcp")
+    assert gcp.serving.mode == "colocated"
+    docs = render(gcp, POINTER)
+    # No service of their own for the co-located predictors: the writer stays remote (GPU).
+    assert [d["metadata"]["name"] for d in docs] == ["writer", catalogue.ORCHESTRATOR]
+    assert all(validate_inference_service(d) == [] for d in docs)
+    retention = docs[-1]["spec"]["predictor"]
+    colocated = [s for s in catalogue.served() if s.service != "writer"]
+    # One storageUris entry per co-located model, its release URI under /mnt/models/SERVICE.
+    assert retention["storageUris"] == [
+        {"uri": POINTER["uris"][s.name], "mountPath": f"/mnt/models/{s.service}"} for s in colocated
+    ]
+    container = retention["containers"][0]
+    assert container["args"][:2] == ["serve-model", catalogue.ORCHESTRATOR]
+    assert container["args"][-2:] == ["--model-dir", "/mnt/models"]
+    env = _env(container)
+    assert "STORAGE_URI" not in env
+    assert json.loads(env["RETENTION_PREDICTOR_URLS"]) == {
+        "writer": "http://writer-predictor.retention.svc.cluster.local"
+    }
+    assert json.loads(env["RETENTION_MODEL_VERSIONS"]) == {
+        catalogue.ORCHESTRATOR: "20261123-1",
+        **{s.service: f"v-{s.name}" for s in colocated},
+    }
+    # Asked for, a co-located predictor gets its own service again (a canary), called over HTTP.
+    canary = load_profile("gcp", overrides=['serving.remote_predictors=["risk", "writer"]'])
+    docs = render(canary, POINTER)
+    assert [d["metadata"]["name"] for d in docs] == ["risk", "writer", catalogue.ORCHESTRATOR]
+    retention = docs[-1]["spec"]["predictor"]
+    assert "/mnt/models/risk" not in {m["mountPath"] for m in retention["storageUris"]}
+    assert set(json.loads(_env(retention["containers"][0])["RETENTION_PREDICTOR_URLS"])) == {
+        "risk",
+        "writer",
+    }
 
 
 def test_push_writes_the_manifests_of_the_release_it_pushed(release):
@@ -551,5 +610,299 @@ def test_push_writes_the_manifests_of_the_release_it_pushed(release):
     assert docs == render(profile, pointer)
     uris = {d["metadata"]["name"]: e["value"] for d in docs
             for e in d["spec"]["predictor"]["containers"][0]["env"] if e["name"] == "STORAGE_URI"}  # fmt: skip
+    uris |= {m["mountPath"].rsplit("/", 1)[-1]: m["uri"] for d in docs
+             for m in d["spec"]["predictor"].get("storageUris", [])}  # fmt: skip
+    # Every served model once: its own service's STORAGE_URI, or mounted in the orchestrator.
     assert uris == {s.service: pointer["uris"][s.name] for s in catalogue.served()}
     assert all(validate_inference_service(d) == [] for d in docs)
+
+
+# ------------------------------------------------------------------------- ledger, idempotency
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    """A fresh ledger database for one transformer: a SQLite file, or a PostgreSQL schema."""
+    from tests.ledger_backends import (
+        create_schema,
+        drop_schema,
+        new_schema_name,
+        require_postgres,
+        url_in_schema,
+    )
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+        return
+    require_postgres()
+    schema = new_schema_name("test_serving")
+    create_schema(schema)
+    yield url_in_schema(schema)
+    drop_schema(schema)
+
+
+def test_concurrent_retries_of_one_request_id_get_the_one_stored_answer(profile, ledger_url):
+    # 24 requests with one id at once, each with another name, so an attempt that answered
+    # with its own decision would show: every caller gets the single stored answer.
+    t, app = _transformer(profile, None, {}, treatment_share=1.0, ledger_url=ledger_url)
+    try:
+        bodies = [{"request_id": "same-id", "send_at": DAYTIME,
+                   "customer_facts": {**FACTS, "name": f"Sam{'i' * k}"}} for k in range(24)]  # fmt: skip
+        responses = _post_all(app, bodies)
+        assert [r.status_code for r in responses] == [200] * 24, responses[0].text
+        answers = [r.json() for r in responses]
+        assert all(a == answers[0] for a in answers)
+        assert answers[0]["decision"]["contact"] is True and answers[0]["message"]
+        stored = t.ledger.view("same-id", FACTS["customer_id"], DAYTIME_AT).answer
+        assert stored == answers[0]
+        assert len(list(t.ledger.decisions())) == 1 and len(t.ledger.contacts("c-17")) == 1
+        # And a later retry, one by one, is the same answer again.
+        (again,) = _post_all(app, [bodies[5]])
+        assert again.json() == answers[0]
+    finally:
+        t.ledger.close()
+
+
+def test_the_ledger_never_runs_on_the_event_loop(profile, tmp_path):
+    from sqlalchemy import event
+
+    t, app = _transformer(profile, tmp_path, {}, treatment_share=1.0)
+    threads: list[str] = []
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *rest):
+        threads.append(threading.current_thread().name)
+        statements.append(statement)
+
+    event.listen(t.ledger._base_engine, "before_cursor_execute", seen)
+    bodies = [{"request_id": f"loop-{i}", "send_at": DAYTIME,
+               "customer_facts": {**FACTS, "customer_id": f"c-{i % 3}"}} for i in range(12)]  # fmt: skip
+    responses = [*_post_all(app, bodies), *_post_all(app, [bodies[0]])]
+    assert all(r.status_code == 200 for r in responses)
+    assert threads and all(name.startswith("ledger") for name in threads), set(threads)
+    # One write transaction per decision; the retry was answered by its read alone.
+    assert statements.count("BEGIN IMMEDIATE") == len(bodies)
+    t.ledger.close()
+
+
+def test_a_decision_recorded_by_a_batch_is_answered_as_recorded(profile, tmp_path):
+    from dataclasses import replace
+
+    from serving.ledger import Proposal
+
+    t, app = _transformer(profile, tmp_path, {}, treatment_share=1.0)
+    rid = "batch:run-1:c-17"
+    recorded = t.ledger.decide(
+        rid, "c-17", Proposal(True, 2, 5.0, 30, "control", 1.0, "bau"), DAYTIME_AT
+    )
+    body = {"request_id": rid, "customer_facts": FACTS, "send_at": DAYTIME}
+    (first,) = _post_all(app, [body])
+    assert first.status_code == 200, first.text
+    out = first.json()
+    assert out["decision"]["contact"] is True and out["decision"]["offer_level"] == 2
+    assert (out["decision"]["source"], out["decision"]["followup_days"]) == ("bau", 30)
+    assert out["experiment"]["arm"] == "control" and out["experiment"]["propensity"] == 1.0
+    assert out["message"] and out["safety"]["passed"]  # the recorded offer's message
+    (again,) = _post_all(app, [body])
+    assert again.json() == out
+    assert t.ledger.get(rid) == replace(recorded, replay=True)
+    assert len(t.ledger.contacts("c-17")) == 1
+    t.ledger.close()
+
+
+# ------------------------------------------------------------------------- co-located mode
+
+
+def _colocated(predictors, profile):
+    """The module's loaded predictors that the profile co-locates (the writer stays remote)."""
+    return [p for p in predictors if p.name in profile.serving.colocated()]
+
+
+def test_the_profile_chooses_which_predictors_are_colocated():
+    from serving.server import stack_children
+
+    local = load_profile("local")
+    assert local.serving.mode == "colocated"
+    assert local.serving.remote() == ("writer",)
+    assert local.serving.colocated() == tuple(s for s in catalogue.services() if s != "writer")
+    assert stack_children(local) == [("writer", ["writer"])]
+    # Template messages only: no writer process to start at all.
+    assert stack_children(load_profile("local", overrides=["serving.use_writer=false"])) == []
+    remote = load_profile("local", overrides=["serving.mode=remote"])
+    assert remote.serving.colocated() == () and remote.serving.remote() == catalogue.services()
+    assert stack_children(remote) == [("predictors", list(catalogue.services()))]
+    with pytest.raises(ValueError, match="serving.remote_predictors: must name 'writer'"):
+        load_profile("local", overrides=['serving.remote_predictors=["risk"]'])
+    with pytest.raises(ValueError, match=r"serving.remote_predictors: unknown name\(s\) 'uplift'"):
+        load_profile("local", overrides=['serving.remote_predictors=["uplift", "writer"]'])
+
+
+def test_colocated_and_remote_modes_give_the_same_answer(
+    profile, predictors, predictor_server, tmp_path
+):
+    from retention.models.phase_health import PHASES
+
+    quiet = profile.model_copy(deep=True)
+    quiet.serving.use_writer = False  # the tiny writer's text is noise; the template is not
+    journey = [{"phase": ph, "operational_metric": 0.4} for ph in PHASES]
+    answers = {}
+    for mode in ("remote", "colocated"):
+        (tmp_path / mode).mkdir()
+        t, app = _transformer(quiet, tmp_path / mode, _urls(predictor_server.url),
+                              treatment_share=1.0, mode=mode,
+                              local=_colocated(predictors, quiet) if mode == "colocated" else None)  # fmt: skip
+        bodies = [
+            {"request_id": "same-1", "customer_facts": FACTS, "send_at": DAYTIME,
+             "journey": journey},
+            {"request_id": "same-2", "customer_facts": {**FACTS, "customer_id": "c-2",
+             "tenure": 40, "Contract": "Two year"}, "send_at": DAYTIME},
+        ]  # fmt: skip
+        answers[mode] = [r.json() for r in _post_all(app, bodies)]
+        where = {n: t.hops.where(n) for n in t.hops.names()}
+        if mode == "colocated":
+            assert where == {**dict.fromkeys(quiet.serving.colocated(), "in-process"),
+                             "writer": predictor_server.url}  # fmt: skip
+        t.ledger.close()
+    assert answers["colocated"] == answers["remote"]
+    first = answers["colocated"][0]
+    assert first["degraded"] == [] and first["decision"]["source"] == "policy"
+    assert first["phase_health"] and first["risk"]["factors"]
+
+
+def test_colocated_predictors_answer_on_the_transformers_own_server(
+    profile, predictors, predictor_server, tmp_path
+):
+    from prometheus_client import REGISTRY
+
+    local = _colocated(predictors, profile)
+    t, app = _transformer(profile, tmp_path, _urls(predictor_server.url), mode="colocated",
+                          local=local)  # fmt: skip
+    hops_before = REGISTRY.get_sample_value("retention_hop_seconds_count", {"hop": "risk"}) or 0
+    client = TestClient(app)
+    for p in local:  # every co-located model keeps its own KServe routes
+        assert client.get(f"/v1/models/{p.name}").status_code == 200, p.name
+    r = client.post("/v1/models/risk:predict", json={"instances": [FACTS]})
+    assert r.status_code == 200 and 0 <= r.json()["predictions"][0]["churn_probability"] <= 1
+    ready = client.get("/readyz").json()
+    assert ready["predictors"] == dict.fromkeys(sorted(catalogue.services()), True)
+    (answer,) = _post_all(app, [{"customer_facts": FACTS, "send_at": DAYTIME}])
+    assert answer.status_code == 200 and answer.json()["degraded"] == []
+    # The in-process hop is measured like the HTTP one.
+    assert REGISTRY.get_sample_value("retention_hop_seconds_count", {"hop": "risk"}) > hops_before
+    t.ledger.close()
+
+
+def test_a_colocated_predictor_that_fails_degrades_the_answer(profile, predictors, tmp_path):
+    import xgboost as xgb
+
+    (broken,) = build_predictors(profile, ["risk"])
+    broken.fast.model.booster = xgb.Booster()  # an empty model: XGBoost raises on predict
+    (unready,) = build_predictors(profile, ["accept"])
+    unready.ready = False
+    local = [{"risk": broken, "accept": unready}.get(p.name, p)
+             for p in _colocated(predictors, profile)]  # fmt: skip
+    t, app = _transformer(profile, tmp_path, {}, treatment_share=1.0, mode="colocated",
+                          local=local)  # fmt: skip
+    for inline in (True, False):
+        broken.inline = inline
+        (r,) = _post_all(app, [{"customer_facts": FACTS, "send_at": DAYTIME}])
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert {"risk", "accept"} <= set(out["degraded"])
+        assert out["risk"]["churn_probability"] is None and out["decision"]["source"] == "rules"
+    hop = asyncio.run(t.hops.call("risk", [FACTS], 1000))
+    assert not hop.ok and hop.error.startswith("XGBoostError: ")
+    assert asyncio.run(t.hops.call("accept", [FACTS], 1000)).error == "not ready"
+    t.ledger.close()
+
+
+def test_in_process_hops_run_inline_or_in_a_thread_under_the_timeout(profile):
+    from serving.hops import Hops
+
+    (risk,) = build_predictors(profile, ["risk"])
+    assert risk.warm_up(inline_below_ms=10_000) is not None and risk.inline
+    assert risk.warm_up(inline_below_ms=0) is not None and not risk.inline
+    hops = Hops({}, {"risk": risk})
+    # In a worker thread, a call past its timeout is a failed hop; the answer is not awaited.
+    slow = asyncio.run(hops.call("risk", [FACTS] * 20_000, timeout_ms=1))
+    assert (slow.ok, slow.error) == (False, "timed out after 1 ms")
+    ok = asyncio.run(hops.call("risk", [FACTS], timeout_ms=5000))
+    assert ok.ok and ok.rows[0]["churn_probability"] == pytest.approx(
+        asyncio.run(risk.predict({"instances": [FACTS]}))["predictions"][0]["churn_probability"]
+    )
+    # The checks the HTTP route would make apply in-process too.
+    bad = asyncio.run(hops.call("risk", [{**FACTS, "tenure": [1, 2]}], timeout_ms=5000))
+    assert not bad.ok and "instances[0].tenure" in bad.error
+    assert asyncio.run(hops.call("nowhere", [FACTS], 10)).error == "not deployed"
+
+
+# ------------------------------------------------------------------------- V2 model metadata
+
+
+def _v2_inputs(name: str) -> dict:
+    """A V2 request per predictor, in the column form its metadata describes."""
+    from retention.decision.env import OBS_NAMES
+
+    def col(n, datatype, data, shape=None):
+        return {"name": n, "datatype": datatype, "shape": shape or [len(data)], "data": data}
+
+    return {
+        "risk": [col("tenure", "FP64", [3.0]), col("Contract", "BYTES", ["Month-to-month"])],
+        "accept": [col("age", "FP64", [40.0])],
+        "phase-health": [
+            col("phase", "BYTES", ["Learn"]),
+            col("operational_metric", "FP64", [0.5]),
+        ],  # fmt: skip
+        "ltv": [col("MonthlyCharges", "FP64", [89.5])],
+        "policy": [col("observation", "FP32", [0.2] * len(OBS_NAMES), [1, len(OBS_NAMES)])],
+        "writer": [
+            col("facts", "BYTES", [json.dumps({"name": "Sam"})]),
+            col("offer_level", "INT64", [2]),
+        ],  # fmt: skip
+    }[name]
+
+
+def test_v2_metadata_lists_each_predictors_inputs_and_outputs(predictors):
+    client = TestClient(create_app(predictors))
+    for p in predictors:
+        meta = client.get(f"/v2/models/{p.name}")
+        assert meta.status_code == 200, (p.name, meta.text)
+        inputs, outputs = meta.json()["inputs"], meta.json()["outputs"]
+        assert inputs and outputs, p.name
+        assert all(t["datatype"] in {"FP64", "FP32", "INT64", "BYTES"} for t in inputs + outputs)
+        # A V2 call in the column form the metadata describes answers the outputs it lists.
+        given = _v2_inputs(p.name)
+        assert {i["name"] for i in given} <= {t["name"] for t in inputs}, p.name
+        r = client.post(f"/v2/models/{p.name}/infer", json={"inputs": given})
+        assert r.status_code == 200, (p.name, r.text)
+        got = r.json()["outputs"]
+        assert [(o["name"], o["datatype"]) for o in got] == [
+            (t["name"], t["datatype"]) for t in outputs
+        ], p.name
+        for o, t in zip(got, outputs, strict=True):
+            assert len(o["shape"]) == len(t["shape"]), (p.name, o["name"])
+            assert all(d in (-1, n) for d, n in zip(t["shape"], o["shape"], strict=True))
+    risk = {t["name"]: t for t in client.get("/v2/models/risk").json()["inputs"]}
+    assert risk["tenure"]["datatype"] == "FP64" and risk["Contract"]["datatype"] == "BYTES"
+    accept = client.get("/v2/models/accept").json()
+    assert "offer_level" not in {t["name"] for t in accept["inputs"]}  # set by the model itself
+    assert accept["outputs"][0] == {"name": "accept_probability", "datatype": "FP64",
+                                    "shape": [-1, 4]}  # fmt: skip
+
+
+def test_a_colocated_orchestrator_loads_its_models_from_the_mounts(profile, tmp_path, monkeypatch):
+    # The layout the manifests' storageUris give the container: /mnt/models/SERVICE per model.
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for service in profile.serving.colocated():
+        (mnt / service).symlink_to(model_dir_for(profile, service), target_is_directory=True)
+    monkeypatch.setenv("RETENTION_MODEL_VERSIONS", json.dumps({"risk": "mounted-7"}))
+    p = profile.model_copy(deep=True)
+    p.serving.ledger.url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    t, _ = build_transformer(p, {}, model_root=mnt)
+    local = t.hops.local
+    assert list(local) == list(profile.serving.colocated())
+    assert all(m.ready and m.model_dir == mnt / m.name for m in local.values())
+    assert t.policy.available  # its metadata read from the policy's mount
+    assert t.versions["risk"] == "mounted-7"
+    t.ledger.close()

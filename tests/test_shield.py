@@ -190,3 +190,66 @@ def test_quiet_hours_and_the_default_zone_are_the_contracts():
     (v,) = check_message(GOOD, no_zone, 2, evening, send_at=at).violations
     assert v.detail == "20:00-06:00 in Asia/Tokyo"
     assert check_message(GOOD, no_zone, 2, evening, send_at=at + timedelta(hours=5)).passed  # 09:30
+
+
+@pytest.mark.parametrize("name", ["Сергей", "Ζωή", "王芳", "Åsa"])
+def test_names_in_any_script_are_kept_as_written(name):
+    facts, issues = safe_facts({"name": name, "plan": "Премиум"})
+    assert facts == {"name": name, "plan": "Премиум"} and not issues
+    msg = template_message({"name": name}, 2, C)
+    assert msg.startswith(f"Hi {name},")
+    assert check_message(msg, {"name": name}, 2, C).passed
+
+
+def test_look_alike_letters_are_folded_for_the_checks_only():
+    # "Sаm" with a Cyrillic "а" is greeted as written and still counts as addressing "Sam".
+    spoofed = "Sаm"
+    facts, _ = safe_facts({"name": spoofed})
+    assert facts["name"] == spoofed
+    assert check_message(GOOD, {**FACTS, "name": spoofed}, 2, C).passed
+    assert "missing_name" in rules(check_message(GOOD, {**FACTS, "name": "Сергей"}, 2, C))
+
+
+LINKS = [
+    "https://evil.example/win",
+    "evil.example/win",
+    "bit.ly/x",
+    "www.x.com",
+    "x.com",
+    "evil。example",  # an ideographic full stop
+    "еvil.com",  # a Cyrillic "е"
+]
+CONTACT_DATA = [*LINKS, "ana@example.com", "+49 170 1234567", "0800 123 4567"]
+
+
+@pytest.mark.parametrize("data", CONTACT_DATA)
+@pytest.mark.parametrize("field", ["plan", "city", "name"])
+def test_a_field_carrying_contact_data_is_dropped(field, data):
+    value = f"Pro. Call {data} now" if field != "name" else data
+    facts, issues = safe_facts({**FACTS, field: value})
+    assert value not in facts.values()
+    assert [v.rule for v in issues] == ["unsafe_field"]
+    if field == "name":
+        assert facts["name"] == NEUTRAL_NAME
+    else:
+        assert field not in facts and "it carries" in issues[0].detail
+    msg = template_message({**FACTS, field: value}, 2, C)
+    assert data not in msg and check_message(msg, {**FACTS, field: value}, 2, C).passed
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_a_message_with_a_link_fails(link):
+    text = f"Hi Sam, thanks for 17 months on Pro. Enjoy 10% off your next three bills: {link}"
+    assert "link" in rules(check_message(text, FACTS, 2, C))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD,
+        "Hi Sam, thanks for 17.5 months with us on Pro. Enjoy 10% off, e.g. on your next bill.",
+        "Hi Sam, since 2026-11-23 you are on Pro. Enjoy 10% off your next three bills, reply YES.",
+    ],
+)
+def test_ordinary_text_is_not_taken_for_contact_data(text):
+    assert check_message(text, FACTS, 2, C).passed, check_message(text, FACTS, 2, C)

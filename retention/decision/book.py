@@ -6,8 +6,10 @@ public datasets do. The book therefore couples them explicitly, and says how:
 * churn_prob: the risk model on the customer's own row.
 * accept: the accept model at offer levels 0–3 on an offer-table profile drawn for the customer
   (seeded, with replacement): the acceptance behaviour of a comparable contact.
-* value: the LTV model's 12-month values of the order-log customers, matched to customers by rank
-  of ``value_column`` (the bigger bill gets the bigger value), or at random when it is unset.
+* value: ``LtvModel.customer_values``, the one function serving and the batch path call too. A
+  customer of the book has no order history, so it is the LTV model's book mapping (fitted when
+  the LTV model was trained): the rank of ``decision.env.value_column`` matched to the model's
+  values of the order-log customers (the bigger bill gets the bigger value).
 """
 
 from __future__ import annotations
@@ -39,22 +41,20 @@ def build_books(
     ltv_dir: str | Path,
 ) -> dict[str, Book]:
     """``{"train": ..., "eval": ...}``: training customers, and the held-out valid + test ones."""
-    spec, orders_spec = profile.data.customers, profile.data.orders
+    spec = profile.data.customers
     rng = np.random.default_rng(profile.seed + 7)
     risk = BinaryModel.load(_model_dir(risk_dir))
     accept = BinaryModel.load(_model_dir(accept_dir))
     ltv = LtvModel(_model_dir(ltv_dir))
 
     offers = pd.concat([read_split(split_dir, "offers", p) for p in PARTS], ignore_index=True)
-    orders = read_split(split_dir, "orders", "all")
-    values = ltv.score_orders(
-        orders,
-        orders_spec.id_column or "customer_id",
-        orders_spec.time_column or "date",
-        profile.ltv.amount_column,
-    ).to_numpy()
-    if len(values) == 0:
-        raise ValueError("the order log scored no customers: cannot value the customer book")
+    mapping = ltv.book_mapping
+    if mapping is None or mapping.column != profile.decision.env.value_column:
+        raise ValueError(
+            f"the LTV model in {ltv_dir} maps customers by "
+            f"{None if mapping is None else mapping.column!r}, this profile's "
+            f"decision.env.value_column is {profile.decision.env.value_column!r}: retrain ltv"
+        )
 
     books = {}
     for name, parts in (("train", ("train",)), ("eval", ("valid", "test"))):
@@ -64,14 +64,7 @@ def build_books(
         churn = risk.predict_proba(customers)
         profiles = offers.iloc[rng.integers(0, len(offers), n)].reset_index(drop=True)
         acc = acceptance_curve(accept, profiles)
-        drawn = np.sort(rng.choice(values, n, replace=True))
-        col = profile.decision.env.value_column
-        if col and col in customers.columns:
-            key = pd.to_numeric(customers[col], errors="coerce").fillna(0.0).to_numpy()
-            value = np.empty(n)
-            value[np.argsort(key, kind="stable")] = drawn
-        else:
-            value = rng.permutation(drawn)
+        value = ltv.customer_values(customers).value
         ids = (
             customers[spec.id_column].astype(str).to_numpy(dtype=object)
             if spec.id_column in customers.columns

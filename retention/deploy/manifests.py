@@ -1,16 +1,31 @@
 """KServe InferenceService manifests (serving.kserve.io/v1beta1) for a pushed release.
 
-One InferenceService per served model of the catalogue (named by its ``service``, its storage
-URI the release's copy of the model ``spec.name``, its footprint ``serving.deployments``), each a
-custom container running ``retention serve-model SERVICE`` from the serving image (the writer
-from the GPU image; a service with a GPU on the GPU pool). KServe's storage initializer downloads
-``STORAGE_URI`` into ``/mnt/models`` before the container starts, so a new release is a new
-storage URI and Knative rolls it out, ``canaryTrafficPercent`` at a time.
-
 The orchestrator (``catalogue.ORCHESTRATOR``) is an InferenceService of its own. A KServe
 ``transformer`` forwards to exactly one predictor, and this one fans out to all of them, so it
-runs as the predictor container of its own service and reaches the others by their
-cluster-local URLs.
+runs as the predictor container of its own service.
+
+Each *remote* predictor (``serving.remote()``: every served model in remote mode; the writer,
+and any the profile names in ``serving.remote_predictors``, in co-located mode) is an
+InferenceService named by its ``service``, its footprint ``serving.deployments``, a custom
+container running ``retention serve-model SERVICE`` from the serving image (the writer from the
+GPU image; a service with a GPU on the GPU pool). KServe's storage initializer downloads its
+``STORAGE_URI`` (the release's copy of the model ``spec.name``) into ``/mnt/models`` before the
+container starts, so a new release is a new storage URI and Knative rolls it out,
+``canaryTrafficPercent`` at a time. The orchestrator reaches them by their cluster-local URLs.
+
+The *co-located* predictors (``serving.colocated()``) get no service of their own: the
+orchestrator loads them in its process. Their files come the same way, by KServe's storage
+initializer, through the predictor's ``storageUris`` (KServe's multiple-storage-URI field, one
+init container downloading each ``uri`` to its ``mountPath``): one entry per co-located model,
+its release URI mounted at ``/mnt/models/SERVICE``, and the container runs ``serve-model
+retention --model-dir /mnt/models``. That keeps what one ``storageUri`` gives: only this release's
+files (the store has no one folder holding exactly a release, so a single URI would be the whole
+store, every version of every model), downloaded with the pod's own credentials (Workload
+Identity) before the container starts, and a new release is a new set of URIs, so a new revision
+that Knative rolls out. The mounted versions travel with them (``RETENTION_MODEL_VERSIONS``), so
+the orchestrator names exactly what it serves. In Knative mode KServe adds that init container to
+the Knative service itself, which Knative allows only with its ``kubernetes.podspec-init-containers``
+feature enabled (``infra/terraform/charts/knative-serving`` enables it).
 """
 
 from __future__ import annotations
@@ -21,12 +36,14 @@ from typing import Any
 import yaml
 
 from retention import catalogue
-from retention.config import Deployment, Profile
+from retention.config import GPU_SERVICE, Deployment, Profile
 
 API_VERSION = "serving.kserve.io/v1beta1"
 MOUNT = "/mnt/models"
 # The one served model that needs the language-model stack of the GPU image.
-WRITER = "writer"
+WRITER = GPU_SERVICE
+# Where a co-located orchestrator finds the versions mounted for it (serving.server reads it).
+MODEL_VERSIONS_ENV = "RETENTION_MODEL_VERSIONS"
 
 
 def predictor_url(name: str, namespace: str) -> str:
@@ -59,6 +76,7 @@ def _service(
     env: list[dict[str, Any]],
     gpu_pool: bool,
     release: str,
+    storage_uris: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     cfg = profile.serving
     d = cfg.deployments[name]  # every service has one: config.py fills them from the catalogue
@@ -79,6 +97,8 @@ def _service(
         "scaleTarget": d.scale_target,
         "containers": [container],
     }
+    if storage_uris:
+        predictor["storageUris"] = storage_uris
     if cfg.service_account:
         predictor["serviceAccountName"] = cfg.service_account
     if d.canary_traffic_percent is not None:
@@ -108,10 +128,18 @@ def render(profile: Profile, pointer: dict[str, Any]) -> list[dict[str, Any]]:
     release = str(pointer.get("release", "unknown"))
     profile_args = ["--profile", profile.name]
     docs = []
+    mounts: list[dict[str, str]] = []
+    mounted = {catalogue.ORCHESTRATOR: release}
     for spec in catalogue.served():
         uri, name = uris.get(spec.name), spec.service
         if not uri or not name:
             continue  # not in this release: nothing to serve
+        if name in cfg.colocated():
+            mounts.append({"uri": uri, "mountPath": f"{MOUNT}/{name}"})
+            mounted[name] = str(
+                pointer.get("models", {}).get(spec.name, uri.rstrip("/").rsplit("/", 1)[-1])
+            )
+            continue
         gpu = cfg.deployments[name].gpu > 0
         image = cfg.writer_image if spec.name == WRITER else cfg.image
         args = ["serve-model", name, *profile_args, "--model-dir", MOUNT]
@@ -132,7 +160,12 @@ def render(profile: Profile, pointer: dict[str, Any]) -> list[dict[str, Any]]:
     args = ["serve-model", catalogue.ORCHESTRATOR, *profile_args,
             "--set", "serving.predictor_urls=$(RETENTION_PREDICTOR_URLS)",
             "--set", "serving.ledger.url=$(RETENTION_LEDGER_URL)"]  # fmt: skip
-    docs.append(_service(profile, catalogue.ORCHESTRATOR, cfg.image, args, env, False, release))
+    if mounts:
+        args += ["--model-dir", MOUNT]
+        env.append({"name": MODEL_VERSIONS_ENV, "value": json.dumps(mounted, sort_keys=True)})
+    docs.append(
+        _service(profile, catalogue.ORCHESTRATOR, cfg.image, args, env, False, release, mounts)
+    )
     return docs
 
 

@@ -5,12 +5,17 @@ naming the base model. Both adapters are merged into the base at load, so genera
 plain causal LM with no adapter overhead. Prompts state the offer in the words of the contact
 contract the writer serves under. What comes out is the raw text: callers send it only through
 ``shield.shielded``.
+
+One writer is used by one thread at a time: a fast tokenizer is not safe to share across threads
+(it fails with "Already borrowed") and concurrent ``generate`` calls on one model only contend for
+the same cores, so calls from the server's worker threads queue on a lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ class MessageWriter:
     tokenizer: Any
     contract: ContactContract
     max_new_tokens: int = 60
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def load(
@@ -70,28 +76,28 @@ class MessageWriter:
         prompts = [
             build_prompt(f, lvl, self.contract) for f, lvl in zip(facts, offer_levels, strict=True)
         ]
-        return generate(self.model, self.tokenizer, prompts, self.max_new_tokens)
+        with self._lock:
+            return generate(self.model, self.tokenizer, prompts, self.max_new_tokens)
 
     def timed_write(self, facts: dict[str, Any], offer_level: int) -> tuple[str, int, float]:
         """One message with its new-token count and seconds: what the benchmark reports."""
         import torch
 
         tok = self.tokenizer
-        text = tok.apply_chat_template(
-            build_prompt(facts, offer_level, self.contract),
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        batch = tok(text, return_tensors="pt")
-        t = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(
-                **batch,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        seconds = time.perf_counter() - t
-        new = out[0, batch["input_ids"].shape[1] :]
-        return tok.decode(new, skip_special_tokens=True).strip(), int(new.shape[0]), seconds
+        prompt = build_prompt(facts, offer_level, self.contract)
+        with self._lock:
+            text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            batch = tok(text, return_tensors="pt")
+            t = time.perf_counter()
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **batch,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+            seconds = time.perf_counter() - t
+            new = out[0, batch["input_ids"].shape[1] :]
+            message = tok.decode(new, skip_special_tokens=True).strip()
+        return message, int(new.shape[0]), seconds

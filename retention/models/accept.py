@@ -52,11 +52,19 @@ def columns_for(profile: Profile) -> Columns:
 
 
 def acceptance_curve(model: BinaryModel, customers: pd.DataFrame) -> np.ndarray:
-    """Calibrated P(accept) for every customer at each offer level: shape (n, 4)."""
-    out = np.empty((len(customers), len(LEVELS)))
-    for j, level in enumerate(LEVELS):
-        out[:, j] = model.predict_proba(customers.assign(**{OFFER: level}))
-    return out
+    """Calibrated P(accept) for every customer at each offer level: shape (n, 4).
+
+    The customers are prepared once; each row is repeated at every level, so the four levels of a
+    customer are four consecutive rows of one prediction (``curve_of_rows``)."""
+    return curve_of_rows(model, model.pre.transform(customers.assign(**{OFFER: LEVELS[0]})))
+
+
+def curve_of_rows(model: BinaryModel, x: np.ndarray) -> np.ndarray:
+    """The acceptance curve of rows already prepared for ``model`` (their offer level ignored)."""
+    at = model.pre.features.index(OFFER)
+    levels = np.repeat(x, len(LEVELS), axis=0)
+    levels[:, at] = np.tile(np.asarray(LEVELS, dtype=np.float32), len(x))
+    return model.proba_matrix(levels).reshape(len(x), len(LEVELS))
 
 
 def train_accept(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> AcceptResult:

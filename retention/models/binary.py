@@ -23,7 +23,7 @@ from retention.config import BinaryTrainerConfig
 from retention.fileio import atomic_dir, read_json, write_json
 from retention.models import metrics as M
 from retention.models.calibration import Calibrator, choose_calibrator
-from retention.models.preprocess import TabularPreprocessor
+from retention.models.preprocess import TabularPreprocessor, display_value
 from retention.progress import Progress
 from retention.results import BinaryResult
 
@@ -72,13 +72,21 @@ def _params(cfg: BinaryTrainerConfig, seed: int, pre: TabularPreprocessor, monot
 def _dmatrix(
     pre: TabularPreprocessor, df: pd.DataFrame, y: np.ndarray | None = None
 ) -> xgb.DMatrix:
+    return dmatrix_of(pre, pre.transform(df), y)
+
+
+def dmatrix_of(
+    pre: TabularPreprocessor, x: np.ndarray, y: np.ndarray | None = None, nthread: int = -1
+) -> xgb.DMatrix:
+    """The DMatrix of rows already prepared by ``pre`` (training, SHAP, the compiled path)."""
     return xgb.DMatrix(
-        pre.transform(df),
+        x,
         label=y,
         feature_names=pre.features,
         feature_types=pre.feature_types,
         enable_categorical=True,
         missing=np.nan,
+        nthread=nthread,
     )
 
 
@@ -105,22 +113,30 @@ class BinaryModel:
         return self.booster.predict(_dmatrix(self.pre, df), pred_contribs=True)
 
     def top_factors(self, df: pd.DataFrame, k: int = 3) -> list[list[dict[str, Any]]]:
-        """The k features pushing each row's risk up the most (positive SHAP first)."""
-        contrib = self.contributions(df)[:, :-1]
+        """The k features pushing each row's risk up the most (positive SHAP first), among the
+        features the row gave a usable value for: a feature that is missing (not sent, null, an
+        unseen level, text that is no number) moved the score only through the trees' default
+        branch, which says nothing about this customer, so it is never shown as a factor."""
+        x = self.pre.transform(df)
+        contrib = self.booster.predict(dmatrix_of(self.pre, x), pred_contribs=True)[:, :-1]
         out = []
         for i, row in enumerate(contrib):
-            order = np.argsort(-row)[:k]
             out.append(
                 [
                     {
                         "feature": self.pre.features[j],
-                        "value": _jsonable(df.iloc[i][self.pre.features[j]]),
+                        "value": display_value(df.iloc[i][self.pre.features[j]]),
                         "shap": round(float(row[j]), 4),
                     }
-                    for j in order
+                    for j in rank_factors(row, ~np.isnan(x[i]), k)
                 ]
             )
         return out
+
+    def proba_matrix(self, x: np.ndarray) -> np.ndarray:
+        """``predict_proba`` of rows already prepared (``pre.transform`` or ``RowEncoder``):
+        ``inplace_predict`` on the float32 matrix, no DMatrix, then the same calibrator."""
+        return self.calibrator(self.booster.inplace_predict(x, missing=np.nan))
 
     def save(self, out_dir: str | Path) -> None:
         with atomic_dir(out_dir) as tmp:
@@ -159,12 +175,11 @@ class BinaryModel:
         )
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        return None if np.isnan(v) else round(float(v), 4)
-    return None if v is pd.NA else str(v) if not isinstance(v, (int, str)) else v
+def rank_factors(contrib: np.ndarray, usable: np.ndarray, k: int) -> list[int]:
+    """Indices of the ``k`` largest contributions among the ``usable`` features, largest first
+    (ties in feature order)."""
+    order = np.argsort(-contrib, kind="stable")
+    return [int(j) for j in order if usable[j]][:k]
 
 
 def _fit_booster(

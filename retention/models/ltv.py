@@ -7,16 +7,29 @@ from other customers' future, never from the evaluated customers' own. Two model
 on validation by mean Tweedie deviance: a hurdle GLM (logistic P(buy) × Gamma GLM on the amount, the
 seed's choice) and LightGBM with a Tweedie objective. An 80 % interval per customer comes from the
 validation distribution of actual/predicted ratios within deciles of the prediction.
+
+Serving a value: ``LtvModel.customer_values`` is the one function from a customer to its 12-month
+value, its interval and its source, called by the customer book the policy trains on, by the
+served LTV predictor and by the batch path. The model values a customer from its order facts
+(``LtvModel.order_facts``: recency, frequency, monetary value, ...; the BG/NBD and Gamma-Gamma
+expectations come from the fit saved with the model); a customer without them (every customer of
+the book: the tables share no key) is valued by the ``BookMapping`` saved beside the model, the
+rank of ``decision.env.value_column`` matched to the model's values of the order log. The
+interval is the outcome's 80 % range, so for the many customers likely to buy nothing it can lie
+below the expected value.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.linear_model import GammaRegressor, LogisticRegression
 from sklearn.metrics import mean_tweedie_deviance, roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -27,6 +40,7 @@ from retention.data.split import read_split
 from retention.fileio import atomic_dir, write_json
 from retention.models.clv_baseline import BetaGeoNBD, GammaGamma
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
+from retention.models.preprocess import parse_number
 from retention.results import LtvResult
 
 DAY = pd.Timedelta(days=1)
@@ -58,22 +72,59 @@ def rfm_features(orders: pd.DataFrame, cutoff: pd.Timestamp, cid: str, date: str
         w = daily[(daily[date] >= cutoff - hi * DAY) & (daily[date] < cutoff - lo * DAY)]
         f[f"spend_{name}"] = w.groupby(cid)[amount].sum().reindex(f.index).fillna(0.0)
         f[f"orders_{name}"] = w.groupby(cid).size().reindex(f.index).fillna(0).astype(float)
-    f["trend"] = f["spend_last90"] - f["spend_prev90"]
-    return f
+    return _add_trend(f)
+
+
+@dataclass(frozen=True)
+class ProbabilisticFit:
+    """BG/NBD and Gamma-Gamma fitted on one set of RFM features, and the repeat-spend mean that
+    stands in for customers without repeat purchases."""
+
+    bg: BetaGeoNBD
+    gg: GammaGamma
+    mean_repeat: float
+
+    @classmethod
+    def fit(cls, f: pd.DataFrame) -> ProbabilisticFit:
+        repeat = f.loc[f["frequency"] > 0, "repeat_mean_spend"]
+        return cls(
+            BetaGeoNBD().fit(f["frequency"], f["recency_weeks"], f["T_weeks"]),
+            GammaGamma().fit(f["frequency"], f["repeat_mean_spend"]),
+            float(repeat.mean()) if len(repeat) else 0.0,
+        )
+
+    def features(self, f: pd.DataFrame, horizon_weeks: float) -> pd.DataFrame:
+        """``f`` with the expected purchases, spend and value over ``horizon_weeks`` added."""
+        f = f.copy()
+        f["bgnbd_purchases"] = self.bg.expected_purchases(
+            horizon_weeks, f["frequency"], f["recency_weeks"], f["T_weeks"]
+        )
+        f["gg_spend"] = self.gg.expected_value(
+            f["frequency"], f["repeat_mean_spend"], self.mean_repeat
+        )
+        f["bgnbd_value"] = f["bgnbd_purchases"] * f["gg_spend"]
+        return f
+
+    def to_dict(self) -> dict[str, Any]:
+        bg, gg = self.bg, self.gg
+        return {
+            "bgnbd": {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b},
+            "gamma_gamma": {"p": gg.p, "q": gg.q, "v": gg.v},
+            "mean_repeat": self.mean_repeat,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProbabilisticFit:
+        return cls(
+            BetaGeoNBD(**{k: float(v) for k, v in d["bgnbd"].items()}),
+            GammaGamma(**{k: float(v) for k, v in d["gamma_gamma"].items()}),
+            float(d["mean_repeat"]),
+        )
 
 
 def add_probabilistic_features(f: pd.DataFrame, horizon_weeks: float) -> pd.DataFrame:
     """BG/NBD expected purchases and Gamma-Gamma spend, fitted on the same past-only features."""
-    bg = BetaGeoNBD().fit(f["frequency"], f["recency_weeks"], f["T_weeks"])
-    gg = GammaGamma().fit(f["frequency"], f["repeat_mean_spend"])
-    mean_repeat = float(f.loc[f["frequency"] > 0, "repeat_mean_spend"].mean())
-    f = f.copy()
-    f["bgnbd_purchases"] = bg.expected_purchases(
-        horizon_weeks, f["frequency"], f["recency_weeks"], f["T_weeks"]
-    )
-    f["gg_spend"] = gg.expected_value(f["frequency"], f["repeat_mean_spend"], mean_repeat)
-    f["bgnbd_value"] = f["bgnbd_purchases"] * f["gg_spend"]
-    return f
+    return ProbabilisticFit.fit(f).features(f, horizon_weeks)
 
 
 def future_value(orders, cutoff, horizon_days: int, cid: str, date: str, amount: str) -> pd.Series:
@@ -315,17 +366,229 @@ def train_ltv(profile: Profile, split_dir: str | Path, out_dir: str | Path) -> L
         details={"valid_tweedie_deviance": deviance, "churn_fold_auc": churn["churn_fold_auc"]},
     )
     sel: Selection = fit["selection"]
+    # Serving values a customer as of today from facts like these, so the expectations the model
+    # reads are fitted once on the whole log, as of the day after it ends, and kept.
+    as_of = orders[date].max() + DAY
+    prob = ProbabilisticFit.fit(rfm_features(orders, as_of, cid, date, cfg.amount_column))
     with atomic_dir(Path(out_dir) / MODEL_DIR) as tmp:
         if sel.best == "hurdle_glm":
             write_json(tmp / "glm.json", sel.glm.to_dict(list(f.columns)))
         else:
             sel.gbm.booster_.save_model(str(tmp / "lightgbm.txt"))
-        write_json(tmp / "ltv.json", {
+        write_json(tmp / META_FILE, {
             "model": sel.best, "features": list(f.columns), "interval": fit["ratios"],
-            "horizon_days": cfg.horizon_days,
+            "horizon_days": cfg.horizon_days, "as_of": str(as_of.date()),
+            "probabilistic": prob.to_dict(),
         })  # fmt: skip
+        # The book mapping is made by the saved model itself, as serving will load it.
+        book_values = LtvModel(tmp).score_orders(orders, cid, date, cfg.amount_column)
+        customers = read_split(split_dir, "customers", "train")
+        write_json(
+            tmp / MAPPING_FILE,
+            BookMapping.fit(
+                profile.decision.env.value_column, customers, book_values.to_numpy()
+            ).to_dict(),
+        )
     result.save(Path(out_dir) / METRICS_FILE)
     return result
+
+
+# -------------------------------------------------------------------------------------- value
+
+META_FILE = "ltv.json"
+MAPPING_FILE = "book_mapping.json"
+# The features the model computes from the order facts a caller sends (trend) or from its own
+# BG/NBD and Gamma-Gamma fit; every other feature is an order fact.
+DERIVED = ("trend", "bgnbd_purchases", "gg_spend", "bgnbd_value")
+# A 12-month value the caller already knows (``customer_facts.value``, or a batch column).
+GIVEN = "value"
+ValueSource = Literal["ltv", "book_mapping", "given", "book_mean"]
+MAPPING_POINTS = 201
+
+
+def _add_trend(f: pd.DataFrame) -> pd.DataFrame:
+    f["trend"] = f["spend_last90"] - f["spend_prev90"]
+    return f
+
+
+Rows = pd.DataFrame | Sequence[Mapping[str, Any]]
+
+
+def amount(v: Any) -> float:
+    """One value as an amount: numbers as they are, text by serving's number grammar
+    (``parse_number``); NaN for anything else (absent, null, a bool: a flag is no amount)."""
+    if isinstance(v, (bool, np.bool_)):
+        return math.nan
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    if isinstance(v, str):
+        x = parse_number(v)
+        return math.nan if x is None else x
+    return math.nan
+
+
+def numbers(rows: Rows, column: str) -> np.ndarray:
+    """``column`` of every row (a frame, or request dicts) as floats, by :func:`amount`."""
+    if not isinstance(rows, pd.DataFrame):
+        return np.fromiter((amount(r.get(column)) for r in rows), dtype=float, count=len(rows))
+    if column not in rows.columns:
+        return np.full(len(rows), np.nan)
+    s = rows[column]
+    if pd.api.types.is_bool_dtype(s):
+        return np.full(len(rows), np.nan)
+    if pd.api.types.is_numeric_dtype(s):
+        return s.to_numpy(dtype=float, na_value=np.nan)
+    return np.fromiter((amount(v) for v in s), dtype=float, count=len(s))
+
+
+def _has_column(rows: Rows, column: str) -> bool:
+    if isinstance(rows, pd.DataFrame):
+        return column in rows.columns
+    return any(column in r for r in rows)
+
+
+def _check_amounts(column: str, x: np.ndarray) -> None:
+    bad = np.flatnonzero(np.isinf(x) | (x < 0))
+    if len(bad):
+        raise ValueError(
+            f"{column}: expected a finite number >= 0, got {x[bad[0]]!r} in row {int(bad[0])}"
+            + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else "")
+        )
+
+
+class CustomerValue(BaseModel):
+    """One customer's 12-month value, its 80 % interval, and where it came from.
+
+    ``ltv``: the LTV model on the customer's order facts. ``book_mapping``: the customer book's
+    mapping (the rank of ``column`` matched to the LTV model's values of the order log), the one
+    the policy was trained on. ``given``: the caller's own figure (no interval). ``book_mean``:
+    the LTV predictor was unavailable, so the book's mean (no interval).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: float = Field(ge=0, allow_inf_nan=False)
+    low: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    high: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    source: ValueSource
+    missing_order_facts: list[str] = Field(
+        default_factory=list,
+        description="Order facts the LTV model needed and the customer lacked, when some were "
+        "given (the book mapping was used instead).",
+    )
+
+
+@dataclass(frozen=True)
+class CustomerValues:
+    """Column form of :class:`CustomerValue` for many customers (the batch path)."""
+
+    value: np.ndarray
+    low: np.ndarray  # NaN where there is no interval
+    high: np.ndarray
+    source: np.ndarray  # object: ValueSource
+    missing_order_facts: dict[int, list[str]]  # rows that gave some order facts, not all
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def answer(self, i: int) -> CustomerValue:
+        def opt(x: float) -> float | None:
+            return None if np.isnan(x) else float(x)
+
+        return CustomerValue(
+            value=float(self.value[i]),
+            low=opt(self.low[i]),
+            high=opt(self.high[i]),
+            source=self.source[i],
+            missing_order_facts=self.missing_order_facts.get(i, []),
+        )
+
+
+@dataclass(frozen=True)
+class BookMapping:
+    """How the customer book values a customer it has no order history for.
+
+    The three source tables share no key, so the book couples customers to the LTV model's values
+    of the order-log customers by rank: the customer at quantile q of ``column`` (the bigger bill)
+    gets the value at quantile q of the log's values. Stored as the two quantile tables, fitted on
+    the training customers, so the book and serving apply the same map to any customer. A
+    customer without a usable ``column`` (or every customer, when ``column`` is None: the book
+    then pairs at random) gets the book's mean, with the 10th-90th percentile of its values as the
+    interval.
+    """
+
+    column: str | None
+    keys: np.ndarray  # increasing
+    values: np.ndarray  # the value at each key
+    mean: float
+    q10: float
+    q90: float
+
+    @classmethod
+    def fit(
+        cls,
+        column: str | None,
+        customers: pd.DataFrame,
+        values: np.ndarray,
+        points: int = MAPPING_POINTS,
+    ) -> BookMapping:
+        values = np.asarray(values, float)
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            raise ValueError("the order log scored no customers: cannot value the customer book")
+        p = np.linspace(0.0, 1.0, points)
+        value_q = np.quantile(values, p)
+        keys, at = np.empty(0), np.empty(0)
+        if column is not None:
+            if column not in customers.columns:
+                raise ValueError(
+                    f"decision.env.value_column: {column!r} is not a column of the customers "
+                    "table (set it to null to value every customer at the book's mean)"
+                )
+            k = numbers(customers, column)
+            k = k[np.isfinite(k)]
+            if len(k) == 0:
+                raise ValueError(f"decision.env.value_column: no customer has a number in {column}")
+            # Equal key quantiles (a step in the key's distribution) share one value: the mean of
+            # the value quantiles they span, i.e. the value at their mid-rank.
+            keys, inv = np.unique(np.quantile(k, p), return_inverse=True)
+            at = np.bincount(inv, value_q) / np.bincount(inv)
+        q10, q90 = np.quantile(values, [0.1, 0.9])
+        return cls(column, keys, at, float(values.mean()), float(q10), float(q90))
+
+    def apply(self, customers: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """(value, keyed): the mapped value per customer, and which had a usable key."""
+        if self.column is None:
+            return self.map_keys(np.full(len(customers), np.nan))
+        return self.map_keys(numbers(customers, self.column))
+
+    def map_keys(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`apply` on the customers' ``column`` read already (NaN: no usable key)."""
+        keyed = np.isfinite(k) if self.column is not None else np.zeros(len(k), dtype=bool)
+        value = np.full(len(k), self.mean)
+        if keyed.any():
+            value[keyed] = np.interp(k[keyed], self.keys, self.values)
+        return value, keyed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "retention.book_mapping/v1",
+            "column": self.column,
+            "keys": self.keys.tolist(),
+            "values": self.values.tolist(),
+            "mean": self.mean,
+            "q10": self.q10,
+            "q90": self.q90,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BookMapping:
+        if d.get("format") != "retention.book_mapping/v1":
+            raise ValueError(f"{MAPPING_FILE}: unknown format {d.get('format')!r}")
+        keys, values = np.asarray(d["keys"], float), np.asarray(d["values"], float)
+        if d["column"] is not None and (len(keys) == 0 or len(keys) != len(values)):
+            raise ValueError(f"{MAPPING_FILE}: keys and values differ in length or are empty")
+        return cls(d["column"], keys, values, float(d["mean"]), float(d["q10"]), float(d["q90"]))
 
 
 class LtvModel:
@@ -335,11 +598,20 @@ class LtvModel:
         from retention.fileio import read_json
 
         path = Path(path)
-        meta = read_json(path / "ltv.json")
+        meta = read_json(path / META_FILE)
         self.kind: str = meta["model"]
         self.features: list[str] = meta["features"]
         self.horizon_days: int = int(meta["horizon_days"])
         self.interval = meta["interval"]
+        if "probabilistic" not in meta:
+            raise ValueError(f"{path / META_FILE}: no BG/NBD fit recorded; retrain the LTV model")
+        self.probabilistic = ProbabilisticFit.from_dict(meta["probabilistic"])
+        # What a caller sends to be valued by the model (recency, frequency, monetary value, ...).
+        self.order_facts: tuple[str, ...] = tuple(c for c in self.features if c not in DERIVED)
+        mapping = path / MAPPING_FILE
+        self.book_mapping: BookMapping | None = (
+            BookMapping.from_dict(read_json(mapping)) if mapping.is_file() else None
+        )
         if self.kind == "hurdle_glm":
             self._glm = read_json(path / "glm.json")
         else:
@@ -361,10 +633,61 @@ class LtvModel:
         p_buy = 1.0 / (1.0 + np.exp(-(Z @ np.asarray(g["logit_coef"]) + g["logit_intercept"])))
         return p_buy * np.exp(Z @ np.asarray(g["gamma_coef"]) + g["gamma_intercept"])
 
+    def _from_facts(self, facts: pd.DataFrame) -> np.ndarray:
+        """Values from order facts (one row per customer, every order fact a number)."""
+        f = facts.copy()
+        if "trend" in self.features:
+            f = _add_trend(f)
+        return self.predict(self.probabilistic.features(f, self.horizon_days / 7))
+
     def score_orders(self, orders: pd.DataFrame, cid: str, date: str, amount: str) -> pd.Series:
         """Value over the next horizon for every customer in the log, as of the day after it ends."""
-        cutoff = orders[date].max() + DAY
-        f = add_probabilistic_features(
-            rfm_features(orders, cutoff, cid, date, amount), self.horizon_days / 7
-        )
-        return pd.Series(self.predict(f), index=f.index, name="ltv")
+        facts = rfm_features(orders, orders[date].max() + DAY, cid, date, amount)
+        return pd.Series(self._from_facts(facts), index=facts.index, name="ltv")
+
+    def customer_values(self, rows: Rows) -> CustomerValues:
+        """Each customer's value: the one function the customer book, the served LTV model and
+        the batch path all call, on a frame or on request dicts alike.
+
+        A ``value`` the row gives is taken as it is; else the model on the row's order facts
+        (:attr:`order_facts`) when it has all of them; else the book mapping. A given value or
+        order fact that is infinite or negative is a ValueError naming the column and row.
+        """
+        n = len(rows)
+        given = numbers(rows, GIVEN)
+        _check_amounts(GIVEN, given)
+        is_given = ~np.isnan(given)
+        facts = np.full((n, len(self.order_facts)), np.nan)
+        for j, c in enumerate(self.order_facts):
+            if _has_column(rows, c):  # a request without order facts reads none of them
+                facts[:, j] = numbers(rows, c)
+                _check_amounts(c, facts[:, j])
+        present = ~np.isnan(facts)
+        full = present.all(axis=1) & ~is_given
+        partial = present.any(axis=1) & ~full & ~is_given
+
+        value, low, high = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        source = np.full(n, "book_mapping", dtype=object)
+        value[is_given], source[is_given] = given[is_given], "given"
+        if full.any():
+            v = self._from_facts(pd.DataFrame(facts[full], columns=list(self.order_facts)))
+            value[full] = v
+            low[full], high[full] = apply_interval(v, self.interval)
+            source[full] = "ltv"
+        rest = ~is_given & ~full
+        if rest.any():
+            if self.book_mapping is None:
+                raise ValueError(
+                    f"the LTV model has no {MAPPING_FILE} to value customers without order "
+                    "facts; retrain it"
+                )
+            m = self.book_mapping
+            key = numbers(rows, m.column) if m.column else np.full(n, np.nan)
+            v, keyed = m.map_keys(key[rest])
+            v_lo, v_hi = apply_interval(v, self.interval)
+            value[rest] = v
+            low[rest] = np.where(keyed, v_lo, m.q10)
+            high[rest] = np.where(keyed, v_hi, m.q90)
+        names = np.asarray(self.order_facts, dtype=object)
+        missing = {int(i): names[~present[i]].tolist() for i in np.flatnonzero(partial)}
+        return CustomerValues(value, low, high, source, missing)

@@ -9,6 +9,7 @@ top quartile of the strongest driver.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from retention.data.split import read_split
 from retention.fileio import atomic_dir, write_json
 from retention.models import metrics as M
 from retention.models.outputs import METRICS_FILE, MODEL_DIR, SHAP_FILE
+from retention.models.preprocess import RowEncoder, TabularPreprocessor
 from retention.results import PhaseHealthResult
 
 PHASES = ("Learn", "Buy", "Get", "Use", "Pay", "Renew")
@@ -138,13 +140,66 @@ def load_phase_models(model_dir: str | Path):
     }
 
 
+@dataclass(frozen=True)
+class PhaseScore:
+    phase: str
+    health: float  # P(healthy) in this phase
+    missing_features: tuple[str, ...]
+    unrecognised_features: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "health": self.health,
+            "missing_features": list(self.missing_features),
+            "unrecognised_features": list(self.unrecognised_features),
+        }
+
+
+class UnknownPhase(ValueError):
+    def __init__(self, row: int, phase: Any, phases: list[str]):
+        super().__init__(f"instances[{row}].phase: {phase!r} is not one of {sorted(phases)}")
+        self.row = row
+
+
+class PhaseHealthModels:
+    """The saved phase models, loaded once for scoring rows of metrics with their phase.
+
+    Rows are read by ``RowEncoder`` (the tabular models' rules for numbers; float64, as the
+    models were trained on float64 frames), and the rows of one phase are one prediction on
+    ``num_threads`` threads (1 when serving).
+    """
+
+    def __init__(self, model_dir: str | Path, num_threads: int = 1):
+        self.features, self.boosters = load_phase_models(model_dir)
+        self.num_threads = num_threads
+        self.encoder = RowEncoder(TabularPreprocessor(numeric=list(self.features)), dtype=float)
+
+    @property
+    def phases(self) -> list[str]:
+        return list(self.boosters)
+
+    def score(self, rows: list[dict[str, Any]]) -> list[PhaseScore]:
+        """One score per row, in order; ``UnknownPhase`` names a row whose phase has no model."""
+        by_phase: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            phase = r.get("phase") if isinstance(r, dict) else None
+            if not isinstance(phase, str) or phase not in self.boosters:
+                raise UnknownPhase(i, phase, self.phases)
+            by_phase.setdefault(phase, []).append(i)
+        enc = self.encoder.encode(rows)
+        health = np.empty(len(rows))
+        for phase, idx in by_phase.items():
+            health[idx] = self.boosters[phase].predict(enc.x[idx], num_threads=self.num_threads)
+        return [
+            PhaseScore(r["phase"], float(health[i]), enc.missing[i], enc.unrecognised[i])
+            for i, r in enumerate(rows)
+        ]
+
+
 def score_customer(model_dir: str | Path, rows: pd.DataFrame) -> dict[str, float]:
     """Phase and overall health for one customer's journey rows (one row per phase)."""
-    feats, boosters = load_phase_models(model_dir)
-    scores = {}
-    for _, row in rows.iterrows():
-        ph = row["phase"]
-        x = pd.DataFrame([row[feats]]).astype(float)
-        scores[ph] = float(boosters[ph].predict(x)[0])
+    scored = PhaseHealthModels(model_dir).score(rows.to_dict("records"))
+    scores = {s.phase: s.health for s in scored}
     scores["overall"] = float(np.mean(list(scores.values())))
     return scores
