@@ -87,6 +87,9 @@ bench-writer: $(STAMP) ## sft + rm + ppo-text on the local profile: time, qualit
 bench-serving: $(STAMP) ## loopback load: bare kserve.Model vs the decision path, then a mixed load
 	$(PY) -m benchmarks.serving --profile $(PROFILE) --out bench-results/serving.json
 
+bench-uplift: $(STAMP) ## two-model uplift on Hillstrom (../shared/data): normalised Qini on 30 % holdouts
+	$(PY) -m benchmarks.uplift --out bench-results/uplift.json
+
 bench-batch: $(STAMP) ## decide-batch on 1,000,000 synthetic customers: risk scoring vs raw inplace_predict, rows/s, memory
 	$(PY) -m benchmarks.batch --profile $(PROFILE) --out bench-results/batch.json
 
@@ -101,4 +104,4 @@ clean: ## remove runs, the local model store and build outputs (not .venv)
 
 .PHONY: help install run test test-all lint format compile bench bench-models bench-policy \
 	tools images \
-	bench-writer bench-serving bench-batch serve constraints clean
+	bench-writer bench-serving bench-batch bench-uplift serve constraints clean
