@@ -147,7 +147,11 @@ class PolicyResult(ModelResult):
     """``details``: ``lambdas`` (final Lagrange multipliers), ``threshold_baseline``."""
 
     framework: ClassVar[str] = "torchscript"
+    # The released policy's (PPO, or the heuristic released in its place) gain over the
+    # strongest heuristic; PPO's own is beside it.
     uplift_vs_best_baseline: float | None = None
+    ppo_uplift_vs_best_baseline: float | None = None
+    released: str | None = None
     best_baseline: str | None = None
     net_revenue_retained: float | None = None
     best_baseline_net_revenue_retained: float | None = None

@@ -12,6 +12,7 @@ the serving paths are the real ones.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from retention import catalogue
@@ -20,6 +21,20 @@ from retention.models.outputs import MODEL_DIR
 
 # The value scale the exported policy normalises observations with (a trained one uses its book's).
 POLICY_MEAN_VALUE = 1000.0
+# The README's example customer, as the serving tests send it.
+FACTS = {
+    "customer_id": "c-17",
+    "name": "Sam",
+    "tenure": 3,
+    "plan": "Pro",
+    "MonthlyCharges": 89.5,
+    "Contract": "Month-to-month",
+    "timezone": "Europe/London",
+}
+# Noon UTC tomorrow: inside the window around now that serving.limits allows send_at in.
+NOON_TOMORROW = (datetime.now(UTC) + timedelta(days=1)).replace(
+    hour=12, minute=0, second=0, microsecond=0
+)
 
 
 def tiny_serving_profile(root: Path, *overrides: str) -> Profile:

@@ -366,3 +366,29 @@ def test_serving_observation_matches_the_env_it_was_trained_on(contract):
         checked += 1
         env.step(np.array([rng.integers(2), rng.integers(4), rng.integers(8)]))
     assert checked > 50
+
+
+def test_a_released_rule_acts_as_the_heuristic_it_replaces(tmp_path):
+    """Champion/challenger releases the tuned rule in PPO's place: served from policy.json it
+    must earn what the baseline earned on the same held-out episodes (the gate's premise)."""
+    from retention.decision.baselines import followup_index
+    from retention.decision.policy import META_FILE, ExportedPolicy, rule_logits, rule_meta
+    from retention.fileio import write_json
+
+    b, params = book(300), RetentionEnvConfig()
+    rule = RiskThreshold(float(np.quantile(b.churn_prob, 0.6)), 2)
+    meta = {"obs_names": list(OBS_NAMES), "rule": rule_meta(
+        rule.threshold, rule.level, followup_index(params.followup_days, 14))}  # fmt: skip
+    write_json(tmp_path / META_FILE, meta)
+    eps = held_out_episodes(len(b), 50, 2, 3)
+    res = compare([rule, ExportedPolicy(tmp_path, name="released")], b, params, C, eps)
+    key = "expected_net_revenue_retained"
+    assert res["released"][key]["mean"] == pytest.approx(res["risk_threshold"][key]["mean"])
+    assert res["released"]["offer_mix"] == res["risk_threshold"]["offer_mix"]
+    assert res["released"]["cooldown_violations"] == res["released"]["fatigue_violations"] == 0
+    obs = np.zeros((2, len(OBS_NAMES)), dtype=np.float32)
+    obs[:, 0] = [rule.threshold + 0.01, rule.threshold - 0.01]
+    logits = rule_logits(meta["rule"], obs)
+    assert logits[:, :2].argmax(axis=1).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="rule.kind"):
+        rule_logits({"kind": "knapsack"}, obs)

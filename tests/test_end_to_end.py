@@ -28,7 +28,15 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     model_dir = tmp / "model-store" / "risk" / version
     assert (model_dir / "model.json").is_file() and (model_dir / "preprocess.json").is_file()
     policy_dir = tmp / "model-store" / "policy" / prod["models"]["policy"]
-    assert (policy_dir / "policy.pt").is_file() and (policy_dir / "policy.json").is_file()
+    # Champion/challenger: the release is named, and it never loses to the best heuristic; a
+    # released rule is its policy.json alone, PPO is the TorchScript net beside it.
+    (metrics,) = (tmp / "runs").glob("*/ppo-decision/model/metrics.json")
+    released = json.loads(metrics.read_text())
+    assert released["released"] in ("ppo", "risk_threshold")
+    assert released["uplift_vs_best_baseline"] >= 0
+    meta = json.loads((policy_dir / "policy.json").read_text())
+    assert (policy_dir / "policy.pt").is_file() == (released["released"] == "ppo")
+    assert ("rule" in meta) == (released["released"] == "risk_threshold")
     assert "gate PASS: policy.fatigue_violations" in proc.stdout
     writer_dir = tmp / "model-store" / "writer" / prod["models"]["writer"]
     assert (writer_dir / "ppo_adapter" / "adapter_config.json").is_file()

@@ -25,20 +25,14 @@ from serving.app import create_app
 from serving.protocol import v2_request
 from serving.schema import RetainAnswer, parse_request, request_models
 from serving.server import build_predictors, build_transformer, served_versions
-from tests.serving_fixtures import LoopbackServer, build_release, tiny_serving_profile
-
-FACTS = {
-    "customer_id": "c-17",
-    "name": "Sam",
-    "tenure": 3,
-    "plan": "Pro",
-    "MonthlyCharges": 89.5,
-    "Contract": "Month-to-month",
-    "timezone": "Europe/London",
-}
-NOON_TOMORROW = (datetime.now(UTC) + timedelta(days=1)).replace(
-    hour=12, minute=0, second=0, microsecond=0
+from tests.serving_fixtures import (
+    FACTS,
+    NOON_TOMORROW,
+    LoopbackServer,
+    build_release,
+    tiny_serving_profile,
 )
+
 LIMIT = 4096  # a small body limit, so that going over it is cheap
 
 

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -42,21 +41,9 @@ from serving.server import (
     server_names,
     wait_ready,
 )
-from tests.serving_fixtures import build_release, tiny_serving_profile
+from tests.serving_fixtures import FACTS, NOON_TOMORROW, build_release, tiny_serving_profile
 
-FACTS = {
-    "customer_id": "c-17",
-    "name": "Sam",
-    "tenure": 3,
-    "plan": "Pro",
-    "MonthlyCharges": 89.5,
-    "Contract": "Month-to-month",
-    "timezone": "Europe/London",
-}
-# Noon UTC tomorrow: inside the window around now that serving.limits allows send_at in.
-DAYTIME_AT = (datetime.now(UTC) + timedelta(days=1)).replace(
-    hour=12, minute=0, second=0, microsecond=0
-)
+DAYTIME_AT = NOON_TOMORROW
 DAYTIME = DAYTIME_AT.isoformat()
 
 

@@ -18,11 +18,15 @@ from retention.contract import N_LEVELS
 from retention.decision.env import RetentionEnv
 
 
-def wait_index(env: RetentionEnv, days: int) -> int:
+def followup_index(followup_days: list[int], days: int) -> int:
     """The shortest follow-up choice of at least ``days`` days (the longest if none is)."""
-    choices = np.asarray(env.params.followup_days)
+    choices = np.asarray(followup_days)
     ok = np.flatnonzero(choices >= days)
     return int(ok[np.argmin(choices[ok])]) if len(ok) else int(np.argmax(choices))
+
+
+def wait_index(env: RetentionEnv, days: int) -> int:
+    return followup_index(env.params.followup_days, days)
 
 
 def within_hard_limits(env: RetentionEnv, level: int) -> bool:

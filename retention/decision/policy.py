@@ -71,6 +71,41 @@ def argmax_action(logits: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+RULE_LOGIT = 30.0  # one-hot logits: the rule's action has probability 1 - 1e-13
+
+
+def rule_meta(threshold: float, level: int, followup_index: int) -> dict[str, Any]:
+    """``policy.json``'s ``rule`` for the released risk-threshold heuristic."""
+    return {
+        "kind": "risk_threshold",
+        "threshold": float(threshold),
+        "level": int(level),
+        "followup_index": int(followup_index),
+    }
+
+
+def rule_logits(rule: dict[str, Any], obs: np.ndarray) -> np.ndarray:
+    """The risk-threshold rule as flat logits over the action components: contact at
+    ``level`` when the refreshed risk reaches ``threshold``, no cooldown is running, the fatigue
+    cap is not reached and no offer of ours is running (the baseline's ``may_contact``; the
+    budget is the shield's and, at serving, the ledger's)."""
+    if rule.get("kind") != "risk_threshold":
+        raise ValueError(f"policy.json: rule.kind {rule.get('kind')!r} is not risk_threshold")
+    i = {n: k for k, n in enumerate(OBS_NAMES)}
+    go = (
+        (obs[:, i["churn_risk"]] >= rule["threshold"])
+        & (obs[:, i["cooldown_active"]] < 0.5)
+        & (obs[:, i["fatigue_count"]] < 1.0)
+        & (obs[:, i["offer_active"]] < 0.5)
+    )
+    out = np.full((len(obs), sum(ACTION_DIMS)), -RULE_LOGIT, dtype=np.float32)
+    out[:, 1] = np.where(go, RULE_LOGIT, -RULE_LOGIT)
+    out[:, 0] = -out[:, 1]
+    out[:, ACTION_DIMS[0] + rule["level"]] = RULE_LOGIT
+    out[:, ACTION_DIMS[0] + ACTION_DIMS[1] + rule["followup_index"]] = RULE_LOGIT
+    return out
+
+
 class ExportedPolicy(Policy):
     """Deterministic actions (argmax of each component) from the exported network."""
 
@@ -84,12 +119,17 @@ class ExportedPolicy(Policy):
                 f"{path / META_FILE}: observation layout {self.meta['obs_names']} is not this "
                 f"version's {list(OBS_NAMES)}"
             )
-        self.net = torch.jit.load(str(path / POLICY_FILE), map_location="cpu").eval()
-        self._torch = torch
         self.name = name
+        # A released heuristic (the champion when PPO lost to it) carries its rule, not a net.
+        self.rule: dict[str, Any] | None = self.meta.get("rule")
+        if self.rule is None:
+            self.net = torch.jit.load(str(path / POLICY_FILE), map_location="cpu").eval()
+        self._torch = torch
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32).reshape(-1, len(OBS_NAMES))
+        if self.rule is not None:
+            return rule_logits(self.rule, obs)
         with self._torch.inference_mode():
             return self.net(self._torch.from_numpy(obs)).numpy()
 

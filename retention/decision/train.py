@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from retention.decision.baselines import (
     GreedyKnapsack,
     NeverContact,
     RiskThreshold,
+    followup_index,
 )
 from retention.decision.book import build_books
 from retention.decision.evaluate import (
@@ -23,9 +25,9 @@ from retention.decision.evaluate import (
     sampled_episodes,
     tune_threshold,
 )
-from retention.decision.policy import ExportedPolicy
+from retention.decision.policy import META_FILE, ExportedPolicy, rule_meta
 from retention.decision.ppo import train_ppo
-from retention.fileio import write_json
+from retention.fileio import atomic_dir, read_json, write_json
 from retention.models.outputs import CURVES_FILE, METRICS_FILE, MODEL_DIR
 from retention.results import PolicyResult
 
@@ -76,6 +78,7 @@ def evaluate_policies(
         "difference_vs_best_baseline": paired_difference(results["ppo"], results[best]),
         "threshold": {"risk": threshold.threshold, "level": threshold.level},
         "episodes": len(episodes),
+        "held_out": episodes,
         "customers": int(sum(len(e.customers) for e in episodes)),
         "unique_customers": len(books["eval"]),
     }
@@ -112,9 +115,12 @@ def train_decision(
         valid_book=valid_book,
     )
     ev = evaluate_policies(profile, books, out / MODEL_DIR, threshold)
-    ppo, raw = ev["results"]["ppo"], ev["results"]["ppo_unshielded"]
+    raw = ev["results"]["ppo_unshielded"]
+    released, ppo = release_champion(profile, books, out, threshold, ev)
     result = PolicyResult(
-        uplift_vs_best_baseline=ev["uplift_vs_best_baseline"],
+        released=released,
+        ppo_uplift_vs_best_baseline=ev["uplift_vs_best_baseline"],
+        uplift_vs_best_baseline=relative_gain(ppo, ev["results"][ev["best_baseline"]]),
         best_baseline=ev["best_baseline"],
         net_revenue_retained=ppo["expected_net_revenue_retained"]["mean"],
         best_baseline_net_revenue_retained=ev["results"][ev["best_baseline"]][
@@ -166,4 +172,46 @@ def train_decision(
         result.best_baseline_net_revenue_retained,
         100 * result.uplift_vs_best_baseline,
     )
+    log.info("ppo-decision: released %s (PPO %+.1f %% vs %s)", released,
+             100 * ev["uplift_vs_best_baseline"], ev["best_baseline"])  # fmt: skip
     return result
+
+
+NET = "expected_net_revenue_retained"
+
+
+def relative_gain(candidate: dict[str, Any], baseline: dict[str, Any]) -> float:
+    c, b = candidate[NET]["mean"], baseline[NET]["mean"]
+    return (c - b) / max(abs(b), 1e-9)
+
+
+def release_champion(
+    profile: Profile, books, out: Path, threshold: RiskThreshold, ev: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Champion/challenger: the release is PPO when it is not worse than the strongest
+    heuristic on the held-out episodes, else the tuned risk-threshold rule, exported in its
+    place (PPO's export is kept under ``ppo_challenger/``). Returns the released policy's name
+    and its held-out results, measured on the released artifact itself; the gates judge those,
+    so a rule that is not the strongest heuristic still fails them."""
+    if ev["uplift_vs_best_baseline"] >= 0:
+        return "ppo", ev["results"]["ppo"]
+    model_dir = out / MODEL_DIR
+    shutil.rmtree(out / "ppo_challenger", ignore_errors=True)
+    shutil.copytree(model_dir, out / "ppo_challenger")
+    meta = read_json(model_dir / META_FILE)
+    params = profile.decision.env
+    meta["rule"] = rule_meta(
+        threshold.threshold,
+        threshold.level,
+        followup_index(params.followup_days, profile.contract.limits.cooldown_days),
+    )
+    with atomic_dir(model_dir) as tmp:
+        write_json(tmp / META_FILE, meta)
+    served = compare(
+        [ExportedPolicy(model_dir, name=threshold.name)],
+        books["eval"],
+        params,
+        profile.contract,
+        ev["held_out"],
+    )
+    return threshold.name, served[threshold.name]
