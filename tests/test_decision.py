@@ -378,7 +378,7 @@ def test_a_released_rule_acts_as_the_heuristic_it_replaces(tmp_path):
     b, params = book(300), RetentionEnvConfig()
     rule = RiskThreshold(float(np.quantile(b.churn_prob, 0.6)), 2)
     meta = {"obs_names": list(OBS_NAMES), "rule": rule_meta(
-        rule.threshold, rule.level, followup_index(params.followup_days, 14))}  # fmt: skip
+        rule.threshold, rule.level, followup_index(params.followup_days, 14), C)}  # fmt: skip
     write_json(tmp_path / META_FILE, meta)
     eps = held_out_episodes(len(b), 50, 2, 3)
     res = compare([rule, ExportedPolicy(tmp_path, name="released")], b, params, C, eps)
@@ -386,7 +386,9 @@ def test_a_released_rule_acts_as_the_heuristic_it_replaces(tmp_path):
     assert res["released"][key]["mean"] == pytest.approx(res["risk_threshold"][key]["mean"])
     assert res["released"]["offer_mix"] == res["risk_threshold"]["offer_mix"]
     assert res["released"]["cooldown_violations"] == res["released"]["fatigue_violations"] == 0
+    assert res["released"]["blocked_rate"] <= 0.05  # it keeps the limits itself, as the rule does
     obs = np.zeros((2, len(OBS_NAMES)), dtype=np.float32)
+    obs[:, OBS_NAMES.index("budget_remaining")] = 1.0
     obs[:, 0] = [rule.threshold + 0.01, rule.threshold - 0.01]
     logits = rule_logits(meta["rule"], obs)
     assert logits[:, :2].argmax(axis=1).tolist() == [1, 0]

@@ -204,6 +204,7 @@ def release_champion(
         threshold.threshold,
         threshold.level,
         followup_index(params.followup_days, profile.contract.limits.cooldown_days),
+        profile.contract,
     )
     with atomic_dir(model_dir) as tmp:
         write_json(tmp / META_FILE, meta)
