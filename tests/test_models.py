@@ -14,7 +14,9 @@ from retention.models.binary import BinaryModel, Columns, train_binary
 from retention.models.calibration import choose_calibrator, fit_calibrator
 from retention.results import AcceptResult, BinaryResult, LtvResult, PhaseHealthResult
 
-CFG = BinaryTrainerConfig(n_estimators=150, learning_rate=0.1, cv_folds=3, bootstrap=100)
+CFG = BinaryTrainerConfig(
+    n_estimators=150, learning_rate=0.1, cv_folds=3, inner_folds=3, bootstrap=100
+)
 SPEC = DatasetSpec(
     target="Churn",
     positive="Yes",
@@ -112,7 +114,11 @@ def test_shap_contributions_sum_to_margin(trained):
 def test_save_and_load_reproduce_predictions_without_pickle(trained, tmp_path):
     model, _, _, parts = trained
     model.save(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "preprocess.json"]
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    # JSON and LightGBM's text format only: the first member is model.*, then the others.
+    assert "preprocess.json" in names and {"model.json", "model.txt"} & names
+    assert all(n.endswith((".json", ".txt")) for n in names), names
+    assert len(names) == len(model.members) + 1
     again = BinaryModel.load(tmp_path / "m")
     np.testing.assert_allclose(
         again.predict_proba(parts["test"]), model.predict_proba(parts["test"])

@@ -1,8 +1,10 @@
 """train-accept: P(accept | customer, offer level 0–3), monotone non-decreasing in the offer level.
 
-XGBoost's monotone constraint on ``offer_level`` guarantees that a bigger discount never lowers the
-raw score; the calibrators (isotonic, Platt with a positive slope) are non-decreasing maps, so the
-calibrated probability keeps that order.
+Every member of the trainer's ensemble is non-decreasing in ``offer_level``: XGBoost's and
+LightGBM's monotone constraints, and the linear member takes the level as its value alone with a
+coefficient bounded below by 0. The blend weights are non-negative, so the blended margin keeps
+that order, and the calibrators (isotonic, Platt with a positive slope) are non-decreasing maps,
+so the calibrated probability keeps it too: a bigger discount never lowers acceptance.
 """
 
 from __future__ import annotations

@@ -5,12 +5,14 @@ way (``tests/test_fastpath.py`` fuzzes one against the other):
 
 * rows are read by the model version's ``RowEncoder`` (built once: feature index, level -> code
   maps) straight into a float32 matrix, with ``TabularPreprocessor.transform``'s rules;
-* probabilities are ``booster.inplace_predict`` on that matrix (no DMatrix) through the model's
-  own calibrator, ``BinaryModel.proba_matrix``, so they are ``predict_proba``'s to the bit;
+* probabilities are ``BinaryModel.proba_matrix`` on that matrix: each member's margin (XGBoost's
+  ``inplace_predict``, no DMatrix; LightGBM; the linear member's product), the blend, the
+  model's own calibrator, so they are ``predict_proba``'s to the bit;
 * the four offer levels of a customer are one 4-row batch (``accept.curve_of_rows``);
-* TreeSHAP factors come from the same float32 row, through ``pred_contribs`` on a DMatrix of
-  it, and only on request (``explain``): the one DMatrix a call builds;
-* each booster predicts on ``nthread`` threads (1 when serving: a decision is one row, and
+* factors come from the same float32 row (``BinaryModel.contributions_matrix``: TreeSHAP of the
+  tree members, exact contributions of the linear one, by the blend weights), only on request
+  (``explain``);
+* each member predicts on ``nthread`` threads (1 when serving: a decision is one row, and
   concurrent requests are the parallelism; more threads per row only contend).
 
 A factor is only ever a feature the row gave a usable value for; the features it lacked or that
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import xgboost as xgb
 
 from retention.models.accept import OFFER, curve_of_rows
 from retention.models.binary import BinaryModel, rank_factors
@@ -35,7 +36,7 @@ Row = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Factor:
-    """One feature's push on the score, in margin units (TreeSHAP), with the value sent."""
+    """One feature's push on the score, in margin units (SHAP), with the value sent."""
 
     feature: str
     value: Any
@@ -76,20 +77,22 @@ class AcceptCurve:
 
 
 class CompiledBinary:
-    """A loaded ``BinaryModel`` prepared for serving. It owns the booster's thread setting."""
+    """A loaded ``BinaryModel`` prepared for serving. It owns its members' thread settings."""
 
     def __init__(self, model: BinaryModel, fixed: Iterable[str] = (), nthread: int = 1):
         if nthread < 0:
             raise ValueError(f"nthread must be >= 0 (0: all cores), got {nthread}")
-        names = model.booster.feature_names
-        if names is not None and list(names) != model.pre.features:
-            raise ValueError(
-                f"the booster's features {names} are not its preprocessing's {model.pre.features}"
-            )
+        for member in model.members:
+            names = getattr(getattr(member, "booster", None), "feature_names", None)
+            if names is not None and list(names) != model.pre.features:
+                raise ValueError(
+                    f"the {member.kind} member's features {names} are not its preprocessing's "
+                    f"{model.pre.features}"
+                )
         self.model = model
         self.nthread = nthread
-        # A per-booster setting (XGBoost's context), not a process-wide one.
-        model.booster.set_param({"nthread": nthread})
+        # Per-member settings (XGBoost's context, LightGBM's predict argument), not process-wide.
+        model.set_threads(nthread)
         self.encoder = RowEncoder(model.pre, fixed)
 
     @property
@@ -107,16 +110,7 @@ class CompiledBinary:
         self, rows: Sequence[Row], enc: EncodedRows, k: int = 3
     ) -> list[tuple[Factor, ...]]:
         """The ``k`` usable features pushing each row's score up the most."""
-        # Feature names were checked once, above: a DMatrix without them is cheaper to build.
-        dm = xgb.DMatrix(
-            enc.x,
-            feature_types=self.model.pre.feature_types,
-            enable_categorical=True,
-            missing=np.nan,
-            nthread=self.nthread or -1,
-        )
-        contrib = self.model.booster.predict(dm, pred_contribs=True, validate_features=False)
-        contrib = contrib[:, :-1]
+        contrib = self.model.contributions_matrix(enc.x)[:, :-1]
         usable = ~np.isnan(enc.x)
         names = self.features
         return [
