@@ -7,10 +7,11 @@ def ppo_decision(
     risk: Input[Model],
     accept: Input[Model],
     ltv: Input[Model],
+    uplift: Input[Model],
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """PPO contact policy (Ray RLlib, Lagrangian limits) on an env built from the three models."""
+    """PPO contact policy (Ray RLlib, Lagrangian limits) on an env built from the four models."""
     from components.kfp_results import log_result
     from retention.config import Profile
     from retention.decision.train import train_decision
@@ -21,6 +22,7 @@ def ppo_decision(
         risk.path,
         accept.path,
         ltv.path,
+        uplift.path,
         model.path,
     )
     log_result(result, model, metrics)

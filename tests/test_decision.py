@@ -12,6 +12,7 @@ from retention.contract import ContactContract, ContactLimits
 from retention.decision.baselines import (
     AlwaysMaxOffer,
     GreedyKnapsack,
+    LagrangianPriced,
     NeverContact,
     RiskThreshold,
     hull_increments,
@@ -25,8 +26,10 @@ from retention.decision.evaluate import (
     held_out_episodes,
     run_episode,
     sampled_episodes,
+    tune_lagrangian,
     tune_threshold,
 )
+from retention.decision.heuristics import rule_params
 from retention.decision.ppo import dual_update
 
 
@@ -208,7 +211,7 @@ def test_baselines_keep_every_hard_limit():
     b = book(300)
     eps = held_out_episodes(len(b), 50, 4, 5)
     res = compare(
-        [AlwaysMaxOffer(), RiskThreshold(0.2, 2), GreedyKnapsack()],
+        [AlwaysMaxOffer(), RiskThreshold(0.2, 2), LagrangianPriced(0.3), GreedyKnapsack()],
         b,
         RetentionEnvConfig(),
         C,
@@ -224,6 +227,25 @@ def test_baselines_keep_every_hard_limit():
     key = "expected_net_revenue_retained"
     assert res["greedy_knapsack"][key]["mean"] > res["always_max"][key]["mean"]
     assert res["greedy_knapsack"][key]["mean"] > 0
+    # The knapsack plans against the worst case the ledger charges: it is never refused.
+    assert res["greedy_knapsack"]["blocked_rate"] == 0.0
+
+
+def test_the_knapsack_replans_what_a_declined_offer_left():
+    """After a customer declines, the budget its planned offer would have taken goes to the
+    customers still to come: the plan made then buys at least as much as the first one did."""
+    env = env_for(book(100), budget_share=0.004)
+    env.reset(seed=2)
+    k = GreedyKnapsack()
+    k.begin(env)
+    first = {key: lvl for key, lvl in k.plan.items() if key[0] > 0}
+    env.i, env.contacts = 1, 0
+    env.spend = 0.0  # customer 0 declined whatever it was offered: nothing was spent
+    k._replan(env)
+    assert k.plan.keys() >= first.keys()
+    env.spend = env.budget  # everything spent: nothing more is planned
+    k._replan(env)
+    assert k.plan == {}
 
 
 def test_knapsack_plan_fits_the_budget_in_expectation():
@@ -336,6 +358,7 @@ def test_serving_observation_matches_the_env_it_was_trained_on(contract):
     from retention.decision.observe import LiveCustomer, observation
 
     b = book(60, seed=4)
+    b.effect = np.random.default_rng(5).uniform(0.0, 3.0, len(b))  # the uplift model's scale
     env = env_for(b, contract, customers_per_episode=40)
     env.reset(seed=3)
     rng = np.random.default_rng(0)
@@ -352,6 +375,7 @@ def test_serving_observation_matches_the_env_it_was_trained_on(contract):
             days_since_contact=None if env.last_contact is None else env.day - env.last_contact,
             offer_active=env.day < env.offer_until,
             budget_left_share=(env.budget - env.spend) / env.budget,
+            effect=float(env.effect[env.i]),
         )
         want = env._obs()
         got = observation(
@@ -368,29 +392,120 @@ def test_serving_observation_matches_the_env_it_was_trained_on(contract):
     assert checked > 50
 
 
-def test_a_released_rule_acts_as_the_heuristic_it_replaces(tmp_path):
-    """Champion/challenger releases the tuned rule in PPO's place: served from policy.json it
-    must earn what the baseline earned on the same held-out episodes (the gate's premise)."""
-    from retention.decision.baselines import followup_index
-    from retention.decision.policy import META_FILE, ExportedPolicy, rule_logits, rule_meta
+@pytest.mark.parametrize("kind", ["risk_threshold", "lagrangian"])
+def test_a_released_rule_acts_as_the_heuristic_it_replaces(tmp_path, kind):
+    """Champion/challenger releases a tuned rule in PPO's place: served from policy.json it
+    must earn exactly what the baseline earned on the same held-out episodes (the gate's
+    premise: the paired difference is then identically 0)."""
+    from retention.decision.evaluate import paired_difference
+    from retention.decision.policy import META_FILE, ExportedPolicy
     from retention.fileio import write_json
 
     b, params = book(300), RetentionEnvConfig()
-    rule = RiskThreshold(float(np.quantile(b.churn_prob, 0.6)), 2)
-    meta = {"obs_names": list(OBS_NAMES), "rule": rule_meta(
-        rule.threshold, rule.level, followup_index(params.followup_days, 14), C)}  # fmt: skip
-    write_json(tmp_path / META_FILE, meta)
+    if kind == "risk_threshold":
+        rule = RiskThreshold(float(np.quantile(b.churn_prob, 0.6)), 2)
+    else:
+        rule = LagrangianPriced(0.3)
+    rule.begin(expected_env(b, params, C))
+    write_json(tmp_path / META_FILE, {"obs_names": list(OBS_NAMES), "rule": rule.rule})
     eps = held_out_episodes(len(b), 50, 2, 3)
     res = compare([rule, ExportedPolicy(tmp_path, name="released")], b, params, C, eps)
     key = "expected_net_revenue_retained"
-    assert res["released"][key]["mean"] == pytest.approx(res["risk_threshold"][key]["mean"])
-    assert res["released"]["offer_mix"] == res["risk_threshold"]["offer_mix"]
+    assert res["released"][key] == res[rule.name][key]
+    assert paired_difference(res["released"], res[rule.name]) == {
+        "mean": 0.0,
+        "low": 0.0,
+        "high": 0.0,
+    }
+    assert res["released"]["offer_mix"] == res[rule.name]["offer_mix"]
     assert res["released"]["cooldown_violations"] == res["released"]["fatigue_violations"] == 0
     assert res["released"]["blocked_rate"] <= 0.05  # it keeps the limits itself, as the rule does
-    obs = np.zeros((2, len(OBS_NAMES)), dtype=np.float32)
-    obs[:, OBS_NAMES.index("budget_remaining")] = 1.0
-    obs[:, 0] = [rule.threshold + 0.01, rule.threshold - 0.01]
-    logits = rule_logits(meta["rule"], obs)
-    assert logits[:, :2].argmax(axis=1).tolist() == [1, 0]
+
+
+def test_rule_logits_and_the_scalar_rule_agree_with_the_vectorised_one():
+    from retention.decision.heuristics import rule_action, rule_actions, rule_logits
+
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-0.2, 1.2, (3000, len(OBS_NAMES))).astype(np.float32)
+    for k in ("cooldown_active", "offer_active"):
+        obs[:, OBS_NAMES.index(k)] = rng.integers(0, 2, len(obs))
+    params = RetentionEnvConfig()
+    rules = [
+        rule_params("risk_threshold", C, params, 800.0, threshold=0.5, level=2),
+        rule_params("lagrangian", C, params, 800.0, mu=0.3),
+    ]
+    for rule in rules:
+        vec = rule_actions(rule, obs)
+        assert 0.02 < vec[:, 0].mean() < 0.98, rule["kind"]  # both branches are exercised
+        assert (vec == np.array([rule_action(rule, o) for o in obs])).all(), rule["kind"]
+        logits = rule_logits(rule, obs)
+        assert (logits[:, :2].argmax(axis=1) == vec[:, 0]).all()
+        assert (logits[:, 2:6].argmax(axis=1) == vec[:, 1]).all()
     with pytest.raises(ValueError, match="rule.kind"):
-        rule_logits({"kind": "knapsack"}, obs)
+        rule_actions({**rules[0], "kind": "knapsack"}, obs)
+
+
+def test_the_lagrangian_rule_prices_the_budget():
+    """mu = 0 contacts every customer with a positive expected uplift; a high price contacts
+    only the best; the tuned price earns at least as much as any on the grid."""
+    b = book(200)
+    params = RetentionEnvConfig(customers_per_episode=40, budget_share=0.02)
+    eps = sampled_episodes(len(b), 40, 4, 1)
+    env = expected_env(b, params, C)
+
+    def run(policy):
+        return compare([policy], b, params, C, eps)[policy.name]
+
+    cheap, dear = run(LagrangianPriced(0.0)), run(LagrangianPriced(5.0))
+    assert cheap["contact_rate"]["mean"] > dear["contact_rate"]["mean"]
+    assert cheap["budget_used"]["mean"] >= dear["budget_used"]["mean"]
+    grid = (0.0, 0.1, 0.5, 2.0)
+    best = tune_lagrangian(b, params, C, eps, grid=grid)
+    assert best.mu in grid
+
+    def net(p):
+        return np.mean([expected_net_revenue(p, env, e) for e in eps])
+
+    assert net(best) >= max(net(LagrangianPriced(mu)) for mu in grid) - 1e-9
+
+
+def test_choose_release_holds_ppo_to_a_paired_interval_at_or_above_zero():
+    from retention.decision.train import choose_release
+
+    rules = [RiskThreshold(0.5, 2), LagrangianPriced(0.3)]
+
+    def ev(best, low, nets):
+        res = {k: {"expected_net_revenue_retained": {"mean": v}} for k, v in nets.items()}
+        diff = {"mean": low + 1.0, "low": low, "high": low + 2.0}
+        return {"results": res, "best_baseline": best, "difference_vs_best_baseline": diff}
+
+    nets = {"ppo": 60.0, "risk_threshold": 50.0, "lagrangian": 55.0, "greedy_knapsack": 40.0}
+    assert choose_release(ev("lagrangian", 0.5, nets), rules)[0] == "ppo"
+    name, why = choose_release(ev("lagrangian", -0.5, nets), rules)
+    assert name == "lagrangian" and "strongest heuristic" in why
+    # The knapsack cannot be served: the best servable rule is released, and the gate (its
+    # paired interval against the knapsack) decides whether it ships.
+    nets["greedy_knapsack"] = 70.0
+    name, why = choose_release(ev("greedy_knapsack", -0.5, nets), rules)
+    assert name == "lagrangian" and "serving cannot run" in why
+
+
+def test_the_offer_effect_scales_the_hazard_cut_per_customer():
+    """A lost cause (effect 0) gains nothing from an accepted offer; a persuadable (effect 2)
+    keeps twice the average cut; the book rejects a negative effect."""
+    acc = np.ones((3, 4))
+    b = Book(np.full(3, 0.5), acc, np.full(3, 1000.0), effect=np.array([0.0, 1.0, 2.0]))
+    env = env_for(b, customers_per_episode=3)
+    env.reset(seed=0, options={"customers": np.arange(3)})
+    cut = np.asarray(env.params.hazard_reduction)
+    np.testing.assert_allclose(env.keep[0], 1.0)
+    np.testing.assert_allclose(env.keep[1], 1.0 - cut)
+    np.testing.assert_allclose(env.keep[2], 1.0 - np.minimum(2 * cut, 0.95))
+    gains = []
+    for i in range(3):
+        env.i = i
+        env._start_customer()
+        gains.append(env.expected_uplift()[3] + env.offer_cost(3) + env.contract.contact_cost)
+    assert gains[0] == pytest.approx(0.0, abs=1e-9) and 0 < gains[1] < gains[2]
+    with pytest.raises(ValueError, match="effect"):
+        Book(np.full(2, 0.5), np.ones((2, 4)), np.ones(2), effect=np.array([1.0, -0.5]))

@@ -146,3 +146,57 @@ def test_unfitted_and_missing_folder_are_named(tmp_path):
     X, y, treated, _ = synthetic_rct(200, seed=0)
     with pytest.raises(ValueError, match="control arm needs both outcomes"):
         TwoModelUplift().fit(X, np.where(treated == 1, y, 0), treated)
+
+
+def test_the_synthetic_campaign_has_persuadables_and_lost_causes():
+    from retention.data.synthetic import campaign
+
+    df = campaign(40000, 3)
+    rate = df.groupby("segment")["visit"].mean()
+    assert 0.08 < rate["No E-Mail"] < 0.13
+    assert 0.02 < rate["Womens E-Mail"] - rate["No E-Mail"] < 0.07  # as in the public data
+    arms = df[df["segment"].isin(["Womens E-Mail", "No E-Mail"])]
+
+    def lift(rows):
+        r = rows.groupby("segment")["visit"].mean()
+        return r["Womens E-Mail"] - r["No E-Mail"]
+
+    recent_web = arms[(arms.recency <= 4) & (arms.channel != "Phone") & (arms.womens == 1)]
+    lapsed = arms[arms.recency >= 11]
+    assert lift(recent_web) > 3 * max(lift(lapsed), 0.005)
+
+
+def test_train_uplift_fits_gates_and_scales_offer_effects(tmp_path):
+    from retention.config import load_profile
+    from retention.data.ingest import ingest
+    from retention.data.split import split
+    from retention.models.outputs import METRICS_FILE, MODEL_DIR
+    from retention.models.uplift import effect_multiplier, load_effects, train_uplift
+    from retention.results import UpliftResult
+
+    profile = load_profile("tiny")
+    ingest(profile, tmp_path / "data")
+    split(profile, tmp_path / "data", tmp_path / "splits")
+    res = train_uplift(profile, tmp_path / "splits", tmp_path / "uplift")
+    assert res.test_qini > profile.gates["uplift"].min["test_qini"]
+    assert 0.02 < res.mean_uplift < 0.08
+    assert UpliftResult.load(tmp_path / "uplift" / METRICS_FILE).test_qini == res.test_qini
+    model, mean, cap = load_effects(tmp_path / "uplift" / MODEL_DIR)
+    assert (mean, cap) == (res.mean_uplift, profile.uplift.effect_cap)
+    m = effect_multiplier(np.array([-0.1, 0.0, mean, 10 * mean]), mean, cap)
+    assert m.tolist() == [0.0, 0.0, 1.0, cap]
+    with pytest.raises(ValueError, match="not positive"):
+        effect_multiplier(np.array([0.1]), -0.01, cap)
+
+
+def test_train_uplift_names_a_missing_column(tmp_path):
+    from retention.config import UpliftConfig
+    from retention.models.uplift import campaign_arms
+
+    cfg = UpliftConfig()
+    df = pd.DataFrame({"segment": ["No E-Mail", "Womens E-Mail"], "recency": [1, 2]})
+    with pytest.raises(ValueError, match=r"campaign/train: missing column\(s\) \['history'"):
+        campaign_arms(df, cfg, "campaign/train")
+    full = pd.DataFrame({c: [0, 1] for c in cfg.features} | {"segment": ["No E-Mail"] * 2})
+    with pytest.raises(ValueError, match="no row with arm 'Womens E-Mail'"):
+        campaign_arms(full, cfg)

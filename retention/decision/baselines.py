@@ -2,10 +2,11 @@
 
 Every baseline keeps the hard rules by construction (no contact inside the cooldown, none past the
 fatigue cap, none that could overspend the budget), so the learned policy is compared with rules
-that never break a limit. They see what a campaign tool sees: the knapsack plans the whole
-portfolio at the start of the period from the period-start scores (it knows every customer of the
-episode in advance, which the learned policy does not); the threshold rule re-reads the refreshed
-risk score at each decision.
+that never break a limit. The risk threshold and the Lagrangian-priced rule decide from the
+observation alone (``retention.decision.heuristics``), exactly as they run at serving when
+released; the knapsack sees what a campaign planner sees: every customer of the episode in
+advance (which the learned policy does not), re-planned at each decision from what is left of
+the budget.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from retention.contract import N_LEVELS
 from retention.decision.env import RetentionEnv
+from retention.decision.heuristics import rule_action, rule_params
 
 
 def followup_index(followup_days: list[int], days: int) -> int:
@@ -70,16 +72,50 @@ class AlwaysMaxOffer(Policy):
 
 @dataclass
 class RiskThreshold(Policy):
-    """Contact when the refreshed risk is at least ``threshold``, with offer ``level``."""
+    """Contact when the refreshed risk is at least ``threshold``, with offer ``level``.
+
+    It acts through ``heuristics.rule_actions`` on the observation, as the released rule does
+    at serving; ``rule`` is fixed when the rule is tuned (else built from the env at ``begin``).
+    """
 
     threshold: float = 0.5
     level: int = 2
     name: str = "risk_threshold"
+    rule: dict | None = None
+
+    def knobs(self) -> dict[str, float]:
+        return {"threshold": self.threshold, "level": self.level}
+
+    def begin(self, env):
+        if self.rule is None:
+            self.rule = rule_params(
+                "risk_threshold", env.contract, env.params, env.book.mean_value, **self.knobs()
+            )
 
     def act(self, obs, env):
-        wait = wait_index(env, env.contract.limits.cooldown_days)
-        go = env.current_risk() >= self.threshold and may_contact(env, self.level)
-        return np.array([int(go), self.level, wait])
+        return rule_action(self.rule, obs)
+
+
+@dataclass
+class LagrangianPriced(Policy):
+    """Contact at the level with the largest expected uplift - ``mu`` x worst-case cost, when
+    positive: the budget priced at its shadow price ``mu`` (tuned so the budget is used)."""
+
+    mu: float = 1.0
+    name: str = "lagrangian"
+    rule: dict | None = None
+
+    def knobs(self) -> dict[str, float]:
+        return {"mu": self.mu}
+
+    def begin(self, env):
+        if self.rule is None:
+            self.rule = rule_params(
+                "lagrangian", env.contract, env.params, env.book.mean_value, **self.knobs()
+            )
+
+    def act(self, obs, env):
+        return rule_action(self.rule, obs)
 
 
 def hull_increments(spend: np.ndarray, uplift: np.ndarray) -> list[tuple[float, float, int]]:
@@ -105,13 +141,17 @@ def hull_increments(spend: np.ndarray, uplift: np.ndarray) -> list[tuple[float, 
 
 @dataclass
 class GreedyKnapsack(Policy):
-    """Greedy multiple-choice knapsack on expected uplift per unit of expected cost, under budget.
+    """Greedy multiple-choice knapsack on expected uplift per unit of worst-case cost.
 
-    Items are (customer, attempt k): attempt k comes ``k`` cooldowns into the period if the earlier
-    ones were declined and the customer is still here; its options are the four offer levels, each
-    with an expected uplift (value saved by the offer's hazard cut minus the expected cost, from the
-    period-start score) and an expected spend. Increments along each item's convex hull are taken
-    by uplift per spend until the expected spend fills the budget, a customer's attempts in order.
+    Items are (customer, attempt k): attempt k comes ``k`` cooldowns into the customer's track
+    if the earlier ones were declined and the customer is still here; its options are the four
+    offer levels, each with an expected uplift (value saved by the offer's hazard cut minus the
+    expected cost, from the customer's score at the start of its track) and a worst-case cost
+    (the contact and the offer as if accepted: what the ledger charges against the budget),
+    weighted by the chance the attempt happens. Increments along each item's convex hull are
+    taken by uplift per cost while they fit, a customer's attempts in order. The plan is made
+    again at every decision from what is actually left of the budget, so what a declined offer
+    did not spend goes to the customers still to come.
     """
 
     name: str = "greedy_knapsack"
@@ -120,10 +160,11 @@ class GreedyKnapsack(Policy):
     def begin(self, env):
         p, limits, contact_cost = env.params, env.contract.limits, env.contract.contact_cost
         gap = p.followup_days[wait_index(env, limits.cooldown_days)]
-        keep = 1.0 - np.asarray(p.hazard_reduction)
+        keep = env.keep  # (n, 4): each customer's own response to an offer
         cost_l = env.offer_costs
+        n = len(env.idx)
         incs = []
-        reach = np.ones(len(env.idx))  # P(every earlier attempt declined)
+        reach = np.ones(n)  # P(every earlier attempt declined)
         for k in range(limits.fatigue_cap):
             t = k * gap
             remaining = env.period_days - t
@@ -132,32 +173,44 @@ class GreedyKnapsack(Policy):
             eff = min(p.offer_effect_days, remaining)
             a = env.acc * p.accept_fatigue**k
             lam_no = env.h0 * remaining
-            lam_off = env.h0[:, None] * (eff * keep[None, :] + (remaining - eff))
+            lam_off = env.h0[:, None] * (eff * keep + (remaining - eff))
             saved = np.exp(-lam_off) - np.exp(-lam_no)[:, None]
             uplift = a * (saved * env.value[:, None] - cost_l) - contact_cost
-            spend = a * cost_l + contact_cost
+            worst = cost_l + contact_cost
             w = reach * np.exp(-env.h0 * t)  # P(attempt k happens)
-            top = np.zeros(len(env.idx), dtype=int)
-            for i in range(len(env.idx)):
-                hull = hull_increments(spend[i], uplift[i])
-                for step, (eff_i, d_spend, level) in enumerate(hull):
-                    incs.append((eff_i, i, k, step, level, float(w[i] * d_spend)))
+            top = np.zeros(n, dtype=int)
+            for i in range(n):
+                hull = hull_increments(worst[i], uplift[i])
+                for step, (eff_i, d_cost, level) in enumerate(hull):
+                    incs.append((eff_i, i, k, step, level, float(w[i] * d_cost)))
                 if hull:
                     top[i] = hull[-1][2]
-            reach = reach * (1 - a[np.arange(len(env.idx)), top])
+            reach = reach * (1 - a[np.arange(n), top])
         incs.sort(key=lambda x: -x[0])
+        self.incs, self.gap, self._planned_for = incs, gap, None
+        self._replan(env)
+
+    def _replan(self, env) -> None:
+        """Fill what is left of the budget with the attempts still to come."""
         self.plan, used, steps = {}, 0.0, {}
-        for _, i, k, step, level, exp_spend in incs:
-            if step != steps.get((i, k), 0) or (k > 0 and (i, k - 1) not in self.plan):
+        left = env.budget - env.spend
+        now_i, now_k = env.i, env.contacts
+        for _, i, k, step, level, cost in self.incs:
+            if i < now_i or (i == now_i and k < now_k):
                 continue
-            if used + exp_spend > env.budget:
+            first = i > now_i and k == 0 or i == now_i and k == now_k
+            if step != steps.get((i, k), 0) or (not first and (i, k - 1) not in self.plan):
+                continue
+            if used + cost > left:
                 continue
             self.plan[(i, k)] = level
             steps[(i, k)] = step + 1
-            used += exp_spend
-        self.gap = gap
+            used += cost
+        self._planned_for = (now_i, now_k)
 
     def act(self, obs, env):
+        if self._planned_for != (env.i, env.contacts):
+            self._replan(env)
         level = self.plan.get((env.i, env.contacts))
         if level is None:
             return np.array([0, 0, wait_index(env, env.period_days)])

@@ -6,6 +6,10 @@ public datasets do. The book therefore couples them explicitly, and says how:
 * churn_prob: the risk model on the customer's own row.
 * accept: the accept model at offer levels 0–3 on an offer-table profile drawn for the customer
   (seeded, with replacement): the acceptance behaviour of a comparable contact.
+* effect: the uplift model on a campaign-table profile drawn for the customer (seeded, with
+  replacement, as for accept): the estimated uplift of a comparable customer of the randomised
+  campaign over the average estimate (``uplift.effect_multiplier``), which scales the offer's
+  hazard cut in the env.
 * value: ``LtvModel.customer_values``, the one function serving and the batch path call too. A
   customer of the book has no order history, so it is the LTV model's book mapping (fitted when
   the LTV model was trained): the rank of ``decision.env.value_column`` matched to the model's
@@ -26,6 +30,7 @@ from retention.models.accept import acceptance_curve
 from retention.models.binary import BinaryModel
 from retention.models.ltv import LtvModel
 from retention.models.outputs import MODEL_DIR
+from retention.models.uplift import effect_multiplier, load_effects
 
 
 def _model_dir(d: str | Path) -> Path:
@@ -39,6 +44,7 @@ def build_books(
     risk_dir: str | Path,
     accept_dir: str | Path,
     ltv_dir: str | Path,
+    uplift_dir: str | Path,
 ) -> dict[str, Book]:
     """``{"train": ..., "eval": ...}``: training customers, and the held-out valid + test ones."""
     spec = profile.data.customers
@@ -46,6 +52,8 @@ def build_books(
     risk = BinaryModel.load(_model_dir(risk_dir))
     accept = BinaryModel.load(_model_dir(accept_dir))
     ltv = LtvModel(_model_dir(ltv_dir))
+    uplift, mean_uplift, cap = load_effects(_model_dir(uplift_dir))
+    campaign = pd.concat([read_split(split_dir, "campaign", p) for p in PARTS], ignore_index=True)
 
     offers = pd.concat([read_split(split_dir, "offers", p) for p in PARTS], ignore_index=True)
     mapping = ltv.book_mapping
@@ -65,10 +73,12 @@ def build_books(
         profiles = offers.iloc[rng.integers(0, len(offers), n)].reset_index(drop=True)
         acc = acceptance_curve(accept, profiles)
         value = ltv.customer_values(customers).value
+        drawn = campaign.iloc[rng.integers(0, len(campaign), n)].reset_index(drop=True)
+        effect = effect_multiplier(uplift.predict(drawn[uplift.features]), mean_uplift, cap)
         ids = (
             customers[spec.id_column].astype(str).to_numpy(dtype=object)
             if spec.id_column in customers.columns
             else np.empty(0, dtype=object)
         )
-        books[name] = Book(churn, acc, value, ids)
+        books[name] = Book(churn, acc, value, ids, effect)
     return books

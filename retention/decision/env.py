@@ -14,8 +14,10 @@ named parameter of ``RetentionEnvConfig`` in the profile:
   and the observation shows its current value.
 * acceptance: the accept model's calibrated probability for the chosen level, times
   ``accept_fatigue`` for every earlier contact this period.
-* effect: an accepted offer cuts the hazard by ``hazard_reduction[level]`` for
-  ``offer_effect_days``; the offer's cost (``contract.offer_cost``: the level's discount ×
+* effect: an accepted offer cuts the hazard by ``hazard_reduction[level]`` times the
+  customer's own ``effect`` (the uplift model's estimate for a comparable customer of the
+  randomised campaign over the average estimate: persuadables above 1, lost causes and sleeping
+  dogs 0; the cut is capped at 95 %) for ``offer_effect_days``; the offer's cost (``contract.offer_cost``: the level's discount ×
   monthly value × its bills) is paid at acceptance; every contact costs ``contract.contact_cost``.
 * value: the LTV model's 12-month value; a churned customer loses it.
 * limits: ``retention.contract.breaches``, the same function the serving ledger calls, on the
@@ -95,6 +97,9 @@ class Book:
     accept: np.ndarray  # (n, 4) P(accept | offer level), calibrated, non-decreasing
     value: np.ndarray  # 12-month value (currency)
     customer_id: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    # The offer's effect on this customer relative to the average one (the uplift model's
+    # estimate over its mean): 0 for lost causes and sleeping dogs, above 1 for persuadables.
+    effect: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def __post_init__(self):
         self.churn_prob = np.clip(np.asarray(self.churn_prob, float), 1e-6, 1 - 1e-6)
@@ -110,6 +115,11 @@ class Book:
             raise ValueError("the customer book is empty")
         if len(self.customer_id) != n:
             self.customer_id = np.array([f"row-{i}" for i in range(n)], dtype=object)
+        self.effect = np.asarray(self.effect, float)
+        if len(self.effect) == 0:
+            self.effect = np.ones(n)
+        if len(self.effect) != n or not np.isfinite(self.effect).all() or (self.effect < 0).any():
+            raise ValueError(f"book effect must be {n} finite values >= 0")
 
     def __len__(self) -> int:
         return len(self.churn_prob)
@@ -119,7 +129,13 @@ class Book:
         return max(float(self.value.mean()), 1e-9)
 
     def subset(self, idx: np.ndarray) -> Book:
-        return Book(self.churn_prob[idx], self.accept[idx], self.value[idx], self.customer_id[idx])
+        return Book(
+            self.churn_prob[idx],
+            self.accept[idx],
+            self.value[idx],
+            self.customer_id[idx],
+            self.effect[idx],
+        )
 
 
 @dataclass
@@ -203,7 +219,7 @@ class RetentionEnv(gym.Env):
         self._order = None if order is None else np.asarray(order, dtype=int)
         self._order_pos = 0
         p = self.params
-        self._keep = 1.0 - np.asarray(p.hazard_reduction)
+        self._reduction = np.asarray(p.hazard_reduction)
         self._followup = np.asarray(p.followup_days, dtype=int)
         self._vbar = self.book.mean_value
         self.observation_space = gym.spaces.Box(
@@ -238,6 +254,10 @@ class RetentionEnv(gym.Env):
         self.p0 = self.book.churn_prob[idx]
         self.acc = self.book.accept[idx]
         self.value = self.book.value[idx]
+        # Each customer's hazard kept while an accepted offer runs, by level: the average cut
+        # scaled by the customer's own response to an offer (the uplift model's effect).
+        self.effect = self.book.effect[idx]
+        self.keep = 1.0 - np.clip(self.effect[:, None] * self._reduction[None, :], 0.0, 0.95)
         # What an accepted offer of each level costs each customer, by the contract.
         self.offer_costs = np.array([offer_costs(v, self.contract) for v in self.value]).reshape(
             n, N_LEVELS
@@ -256,6 +276,9 @@ class RetentionEnv(gym.Env):
             customers=n, total_value=float(self.value.sum()), budget=self.budget
         )
         self.spend = 0.0
+        # Per customer: what was spent on it and whether it stayed (for off-policy checks).
+        self.customer_spend = np.zeros(n)
+        self.customer_kept = np.zeros(n, dtype=bool)
         self.i = 0
         self._start_customer()
         return self._obs(), {}
@@ -295,7 +318,7 @@ class RetentionEnv(gym.Env):
         h = self.hazard[self.i, min(self.day, self.period_days - 1)]
         eff = min(p.offer_effect_days, remaining)
         lam_no = h * remaining
-        lam_off = h * (eff * self._keep + (remaining - eff))
+        lam_off = h * (eff * self.keep[self.i] + (remaining - eff))
         saved = np.exp(-lam_off) - np.exp(-lam_no)
         cost = self.offer_costs[self.i]
         a = self.acc[self.i] * p.accept_fatigue**self.contacts
@@ -374,7 +397,7 @@ class RetentionEnv(gym.Env):
             if self.accept_u[i, min(self.contacts, self.period_days)] < self.accept_prob(level):
                 spent += self.offer_cost(level)
                 self.offer_until = self.day + p.offer_effect_days
-                self.offer_keep = float(self._keep[level])
+                self.offer_keep = float(self.keep[i, level])
                 st.accepted += 1
             if self.contacts == 0:
                 st.contacted_customers += 1
@@ -383,6 +406,7 @@ class RetentionEnv(gym.Env):
             st.contacts += 1
             st.offers_by_level[level] += 1
         self.spend += spent
+        self.customer_spend[i] += spent
         st.spend = self.spend
 
         # Advance to the next decision; churn when the cumulative hazard passes the clock.
@@ -415,6 +439,7 @@ class RetentionEnv(gym.Env):
                 st.churned += 1
             else:
                 st.retained_value += float(self.value[i])
+                self.customer_kept[i] = True
             self.i += 1
             if self.i < len(self.idx):
                 self._start_customer()
@@ -441,6 +466,7 @@ def make_env_config(
             "accept": book.accept,
             "value": book.value,
             "customer_id": book.customer_id,
+            "effect": book.effect,
         },
         "params": params.model_dump(),
         "contract": contract.model_dump(),

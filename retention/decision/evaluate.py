@@ -16,7 +16,7 @@ import numpy as np
 
 from retention.config import RetentionEnvConfig
 from retention.contract import N_LEVELS, ContactContract
-from retention.decision.baselines import NeverContact, Policy, RiskThreshold
+from retention.decision.baselines import LagrangianPriced, NeverContact, Policy, RiskThreshold
 from retention.decision.env import Book, RetentionEnv, make_env_config
 
 
@@ -164,6 +164,16 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
     return mean_ci(x - y)
 
 
+def best_on(candidates: Sequence[Policy], env: RetentionEnv, episodes: list[Episode]) -> Policy:
+    """The candidate with the best mean expected net revenue on ``episodes`` (first on ties)."""
+    best, best_net = None, -np.inf
+    for cand in candidates:
+        net = float(np.mean([expected_net_revenue(cand, env, ep) for ep in episodes]))
+        if net > best_net:
+            best, best_net = cand, net
+    return best
+
+
 def tune_threshold(
     book: Book,
     params: RetentionEnvConfig,
@@ -172,12 +182,24 @@ def tune_threshold(
     grid: int = 9,
 ) -> RiskThreshold:
     """The risk threshold and offer level with the best expected net revenue on training episodes."""
-    env = expected_env(book, params, contract)
     qs = np.quantile(book.churn_prob, np.linspace(0.1, 0.9, grid))
-    best, best_net = None, -np.inf
-    for tau, level in itertools.product(qs, range(N_LEVELS)):
-        cand = RiskThreshold(float(tau), level)
-        net = float(np.mean([expected_net_revenue(cand, env, ep) for ep in episodes]))
-        if net > best_net:
-            best, best_net = cand, net
-    return best
+    cands = [RiskThreshold(float(t), lvl) for t, lvl in itertools.product(qs, range(N_LEVELS))]
+    return best_on(cands, expected_env(book, params, contract), episodes)
+
+
+# Shadow prices of the budget tried, in value per unit of worst-case cost: 0 spends on every
+# positive expected uplift, 20 only on the very best.
+MU_GRID = (0.0, *np.geomspace(0.02, 20.0, 16).round(4).tolist())
+
+
+def tune_lagrangian(
+    book: Book,
+    params: RetentionEnvConfig,
+    contract: ContactContract,
+    episodes: list[Episode],
+    grid: Sequence[float] = MU_GRID,
+) -> LagrangianPriced:
+    """The budget's shadow price ``mu`` with the best expected net revenue on training episodes:
+    too low spends the budget on the first customers, too high leaves it unused."""
+    cands = [LagrangianPriced(float(mu)) for mu in grid]
+    return best_on(cands, expected_env(book, params, contract), episodes)

@@ -34,6 +34,9 @@ class LiveCustomer:
     days_since_contact: int | None  # None: never contacted this period
     offer_active: bool  # an offer sent within offer_effect_days
     budget_left_share: float  # what is left of the period budget, as a share of it
+    # The offer's effect on this customer relative to the average one (the uplift model);
+    # 1.0: an average customer, what serving assumes without campaign facts.
+    effect: float = 1.0
 
 
 def expected_uplift(
@@ -43,14 +46,24 @@ def expected_uplift(
     value: float,
     env: RetentionEnvConfig,
     contract: ContactContract,
+    effect: float = 1.0,
 ) -> np.ndarray:
     """Expected value saved minus expected spend of a contact now at each offer level."""
     remaining = contract.limits.period_days - day
-    keep = 1.0 - np.asarray(env.hazard_reduction)
+    keep = 1.0 - np.clip(effect * np.asarray(env.hazard_reduction), 0.0, 0.95)
     eff = min(env.offer_effect_days, remaining)
     saved = np.exp(-hazard * (eff * keep + (remaining - eff))) - np.exp(-hazard * remaining)
     cost = offer_costs(value, contract)
     return acc * (saved * value - cost) - contract.contact_cost
+
+
+def uplift_by_level(c: LiveCustomer, env: RetentionEnvConfig, contract: ContactContract):
+    """Expected value saved minus expected spend of a contact now at each level (currency):
+    what the observation's ``uplift_*`` fields carry, before scaling and clipping."""
+    risk = float(np.clip(c.churn_risk, 0.0, 1 - 1e-9))
+    hazard = -np.log1p(-risk) / contract.limits.period_days
+    acc = np.asarray(c.accept_probs, dtype=float) * env.accept_fatigue**c.contacts
+    return expected_uplift(hazard, c.day, acc, c.value, env, contract, c.effect)
 
 
 def observation(
@@ -69,7 +82,6 @@ def observation(
     p, limits = env, contract.limits
     days = limits.period_days
     risk = float(np.clip(c.churn_risk, 0.0, 1 - 1e-9))
-    hazard = -np.log1p(-risk) / days
     acc = np.asarray(c.accept_probs, dtype=float) * p.accept_fatigue**c.contacts
     since = 1.0 if c.days_since_contact is None else c.days_since_contact / days
     cooldown = c.days_since_contact is not None and c.days_since_contact < limits.cooldown_days
@@ -89,7 +101,7 @@ def observation(
         float(c.offer_active),
         time_left if customers_left is None else customers_left,
         min(largest / budget, 1.0),
-        *np.clip(expected_uplift(hazard, c.day, acc, c.value, p, contract) / vbar, -1.0, 5.0),
+        *np.clip(uplift_by_level(c, p, contract) / vbar, -1.0, 5.0),
     ]
     out = np.asarray(obs, dtype=np.float32)
     assert out.shape == (len(OBS_NAMES),)

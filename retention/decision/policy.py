@@ -15,6 +15,7 @@ import numpy as np
 from retention.contract import ContactContract
 from retention.decision.baselines import Policy
 from retention.decision.env import ACTION_DIMS, OBS_NAMES
+from retention.decision.heuristics import rule_logits
 from retention.fileio import read_json
 
 POLICY_FILE = "policy.pt"
@@ -69,50 +70,6 @@ def argmax_action(logits: np.ndarray) -> np.ndarray:
         out.append(int(np.argmax(logits[start : start + size])))
         start += size
     return np.asarray(out)
-
-
-RULE_LOGIT = 30.0  # one-hot logits: the rule's action has probability 1 - 1e-13
-
-
-def rule_meta(
-    threshold: float, level: int, followup_index: int, contract: ContactContract
-) -> dict[str, Any]:
-    """``policy.json``'s ``rule`` for the released risk-threshold heuristic."""
-    d = contract.discounts
-    return {
-        "kind": "risk_threshold",
-        "threshold": float(threshold),
-        "level": int(level),
-        "followup_index": int(followup_index),
-        # The observation carries the largest offer's cost as a share of the budget; offer
-        # costs scale with the discount, so this level's share is that times this ratio.
-        "cost_ratio_to_top": float(d[level] / d[-1]),
-    }
-
-
-def rule_logits(rule: dict[str, Any], obs: np.ndarray) -> np.ndarray:
-    """The risk-threshold rule as flat logits over the action components: contact at
-    ``level`` when the refreshed risk reaches ``threshold``, no cooldown is running, the fatigue
-    cap is not reached, no offer of ours is running and what is left of the budget covers the
-    offer (the baseline's ``may_contact``; the ledger still has the last word at serving)."""
-    if rule.get("kind") != "risk_threshold":
-        raise ValueError(f"policy.json: rule.kind {rule.get('kind')!r} is not risk_threshold")
-    i = {n: k for k, n in enumerate(OBS_NAMES)}
-    go = (
-        (obs[:, i["churn_risk"]] >= rule["threshold"])
-        & (obs[:, i["cooldown_active"]] < 0.5)
-        & (obs[:, i["fatigue_count"]] < 1.0)
-        & (obs[:, i["offer_active"]] < 0.5)
-        # The baseline's budget check, from the observation (the contact's own small cost is
-        # left to the shield and the ledger).
-        & (obs[:, i["budget_remaining"]] >= obs[:, i["offer_cost"]] * rule["cost_ratio_to_top"])
-    )
-    out = np.full((len(obs), sum(ACTION_DIMS)), -RULE_LOGIT, dtype=np.float32)
-    out[:, 1] = np.where(go, RULE_LOGIT, -RULE_LOGIT)
-    out[:, 0] = -out[:, 1]
-    out[:, ACTION_DIMS[0] + rule["level"]] = RULE_LOGIT
-    out[:, ACTION_DIMS[0] + ACTION_DIMS[1] + rule["followup_index"]] = RULE_LOGIT
-    return out
 
 
 class ExportedPolicy(Policy):

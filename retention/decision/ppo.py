@@ -42,7 +42,7 @@ from retention.decision.evaluate import (
 )
 from retention.decision.policy import META_FILE, POLICY_FILE, argmax_action, split_probabilities
 from retention.fileio import atomic_dir, write_json
-from retention.progress import Progress
+from retention.progress import Progress, progress_logger
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +306,7 @@ def train_ppo(
             kwargs.update(num_cpus=max(2, cfg.num_env_runners + 1), _temp_dir=str(temp_dir))
         ray.init(**kwargs)
     result = TrainResult()
+    say = progress_logger()
     lambdas = {k: d.init for k, d in cfg.lagrange.duals().items()}
     t0 = time.perf_counter()
     try:
@@ -325,7 +326,10 @@ def train_ppo(
                 demo_eps = sampled_episodes(
                     len(book), cfg.env.customers_per_episode, cfg.warm_start_episodes, seed + 5
                 )
+                say.info("ppo: warm start: %s on %d training episodes", teacher.name, len(demo_eps))
                 obs, actions = demonstrations(teacher, book, cfg.env, contract, demo_eps)
+                say.info("ppo: warm start: cloning %d decisions for %d epochs",
+                         len(obs), cfg.warm_start_epochs)  # fmt: skip
                 result.warm_start_loss = behaviour_clone(
                     algo, obs, actions, cfg.warm_start_epochs, cfg.warm_start_lr, seed
                 )
@@ -333,6 +337,9 @@ def train_ppo(
                     np.mean([expected_net_revenue(teacher, val_env, e) for e in val_eps])
                 )
             best_score, best_state, best_it = validate(), None, 0
+            if teacher is not None and cfg.warm_start_episodes > 0:
+                say.info("ppo: warm start: loss %.3f; validation %.1f (the teacher %.1f)",
+                         result.warm_start_loss, best_score, result.teacher_validation)  # fmt: skip
             best_state = copy.deepcopy(algo.get_module().state_dict())
             result.selection.append({"iteration": 0, "validation": best_score})
             progress = Progress("ppo", cfg.iterations, unit="iteration")

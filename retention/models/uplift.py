@@ -274,3 +274,89 @@ class TwoModelUplift:
         model.categories = {k: list(v) for k, v in meta["categories"].items()}
         model.boosters = {arm: lgb.Booster(model_file=str(path / f"{arm}.txt")) for arm in ARMS}
         return model
+
+
+# ------------------------------------------------------------------------ the DAG's train-uplift
+
+EFFECT_FILE = "effect.json"
+
+
+def campaign_arms(df: pd.DataFrame, cfg, path: str = "campaign") -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of the two compared arms, and 1 for treated / 0 for control; a ValueError names
+    the missing column or an arm with no rows."""
+    col = cfg.treatment_column
+    missing = [c for c in [col, *cfg.features] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} for the uplift model")
+    keep = df[col].isin([cfg.treated, cfg.control]).to_numpy()
+    for arm in (cfg.treated, cfg.control):
+        if not (df[col] == arm).any():
+            raise ValueError(f"{path}: column {col!r} has no row with arm {arm!r}")
+    rows = df[keep].reset_index(drop=True)
+    return rows, (rows[col] == cfg.treated).to_numpy(dtype=int)
+
+
+def effect_multiplier(tau: np.ndarray, mean_tau: float, cap: float) -> np.ndarray:
+    """A customer's offer effect relative to the average customer's: estimated uplift over the
+    average uplift, clipped to [0, cap] (no effect for lost causes and sleeping dogs)."""
+    if mean_tau <= 0:
+        raise ValueError(
+            f"the campaign's average estimated uplift is {mean_tau:.4f}, not positive: "
+            "the treatment does not work on average, so no offer effect can be scaled by it"
+        )
+    return np.clip(np.asarray(tau, float) / mean_tau, 0.0, cap)
+
+
+def train_uplift(profile, split_dir: str | Path, out_dir: str | Path):
+    """Two-model LightGBM uplift on the campaign's training rows; Qini on its held-out rows."""
+    import time
+
+    from retention.data.split import read_split
+    from retention.models.outputs import METRICS_FILE, MODEL_DIR
+    from retention.results import UpliftResult
+
+    cfg, outcome = profile.uplift, profile.data.campaign.target
+    if outcome is None:
+        raise ValueError("data.campaign.target: the campaign table needs an outcome column")
+    train, t_tr = campaign_arms(read_split(split_dir, "campaign", "train"), cfg, "campaign/train")
+    held = pd.concat([read_split(split_dir, "campaign", p) for p in ("valid", "test")])
+    held, t_te = campaign_arms(held, cfg, "campaign/valid+test")
+    params = UpliftParams(
+        n_estimators=cfg.n_estimators,
+        learning_rate=cfg.learning_rate,
+        num_leaves=cfg.num_leaves,
+        min_child_samples=cfg.min_child_samples,
+    )
+    t0 = time.perf_counter()
+    model = TwoModelUplift(params, seed=profile.seed).fit(
+        train[cfg.features], train[outcome].to_numpy(), t_tr
+    )
+    fit_s = time.perf_counter() - t0
+    tau_te = model.predict(held[cfg.features])
+    y_te = held[outcome].to_numpy()
+    tau_tr = model.predict(train[cfg.features])
+    mean_tau = float(tau_tr.mean())
+    m = effect_multiplier(tau_te, mean_tau, cfg.effect_cap) if mean_tau > 0 else np.zeros(1)
+    result = UpliftResult(
+        test_qini=qini_coefficient(y_te, t_te, tau_te),
+        test_rows=len(held),
+        train_rows=len(train),
+        mean_uplift=mean_tau,
+        observed_uplift=float(y_te[t_te == 1].mean() - y_te[t_te == 0].mean()),
+        test_no_effect_share=float(np.mean(m == 0)),
+        test_top_effect_share=float(np.mean(m >= cfg.effect_cap)),
+        fit_s=fit_s,
+        details={"params": asdict(params), "features": list(cfg.features)},
+    )
+    out = Path(out_dir)
+    model.save(out / MODEL_DIR)
+    write_json(out / MODEL_DIR / EFFECT_FILE, {"mean_uplift": mean_tau, "cap": cfg.effect_cap})
+    result.save(out / METRICS_FILE)
+    return result
+
+
+def load_effects(model_dir: str | Path) -> tuple[TwoModelUplift, float, float]:
+    """The saved uplift model, its training mean uplift and the effect cap."""
+    model_dir = Path(model_dir)
+    eff = read_json(model_dir / EFFECT_FILE)
+    return TwoModelUplift.load(model_dir), float(eff["mean_uplift"]), float(eff["cap"])
