@@ -9,7 +9,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 from kfp import dsl
-from kfp.dsl import HTML, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 from kfp.dsl.python_component import PythonComponent
 
 from retention.config import Profile
@@ -38,6 +38,7 @@ def model_inputs_function(
     returns: str,
     doc: str,
     body: str,
+    datasets: Sequence[str] = (),
 ) -> Callable:
     """A component function with one ``Input[Model]`` per name in ``models``.
 
@@ -45,10 +46,11 @@ def model_inputs_function(
     as ``inspect.getsource`` returns it, so a signature that follows the catalogue has to exist as
     source text: it is compiled under a file name of its own that is registered in ``linecache``,
     where ``inspect`` finds the source of code that has no file. ``outputs`` maps a parameter to
-    an artifact type (``HTML``, ``Metrics``); ``body`` runs after ``paths``, the dict
+    an artifact type (``HTML``, ``Metrics``); ``datasets`` are ``Input[Dataset]`` parameters
+    after the models (``body`` reads their ``.path``); ``body`` runs after ``paths``, the dict
     ``{model: <its input>.path}``, is set.
     """
-    taken = {"config_json", *outputs}
+    taken = {"config_json", *outputs, *datasets}
     for m in models:
         if not m.isidentifier() or keyword.iskeyword(m) or m in taken:
             raise ValueError(f"{name}: model name {m!r} cannot be a parameter of the component")
@@ -58,6 +60,7 @@ def model_inputs_function(
     params = [
         "config_json: str",
         *(f"{m}: Input[Model]" for m in models),
+        *(f"{d}: Input[Dataset]" for d in datasets),
         *(f"{k}: Output[{v}]" for k, v in outputs.items()),
     ]
     paths = "paths = {\n" + "".join(f'    "{m}": {m}.path,\n' for m in models) + "}\n"
@@ -69,7 +72,13 @@ def model_inputs_function(
     )
     filename = f"<components.{name}: generated from retention.catalogue>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"__name__": f"components.{name}", "Input": Input, "Output": Output, **_ARTIFACTS}
+    namespace = {
+        "__name__": f"components.{name}",
+        "Input": Input,
+        "Output": Output,
+        "Dataset": Dataset,
+        **_ARTIFACTS,
+    }
     # dont_inherit: this module's ``from __future__ import annotations`` would turn the
     # annotations into strings, and KFP reads them as types.
     code = compile(source, filename, "exec", dont_inherit=True)

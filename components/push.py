@@ -1,4 +1,5 @@
-"""push: its inputs are exactly the models the catalogue releases.
+"""push: its inputs are exactly the models the catalogue releases, and the run's splits (the
+release's training reference and data fingerprint come from them).
 
 Generated like evaluate-gates (see ``components.factory.model_inputs_function``).
 """
@@ -13,15 +14,16 @@ push = model_inputs_function(
     RELEASED,
     outputs={},
     returns="str",
-    doc="Copy the gated models to the model store under a new version; flip ``production``.",
+    doc="Copy the gated models to the model store, register the release, flip ``production``.",
+    datasets=("splits",),
     body="""\
 import json
 
 from retention.config import Profile
-from retention.store.push import push_models
+from retention.registry.release import push_models
 
-pointer = push_models(Profile.model_validate_json(config_json), paths)
-print(f"pushed release {pointer['release']}: {json.dumps(pointer['models'])}")
+pointer = push_models(Profile.model_validate_json(config_json), paths, splits=splits.path)
+print(f"pushed release {pointer['registered']}: {json.dumps(pointer['aliases'])}")
 return json.dumps(pointer)
 """,
 )

@@ -28,6 +28,10 @@ RUN apt-get update \
  && install -d -o 10001 -g 10001 /opt/retention
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /src/configs /opt/retention/configs
+# The commit the image was built from (`make images` passes `git rev-parse HEAD`): the
+# registry records it as the code version of what a run in this image pushes.
+ARG RETENTION_CODE_VERSION=""
+ENV RETENTION_CODE_VERSION=${RETENTION_CODE_VERSION}
 USER 10001
 WORKDIR /opt/retention
 ENTRYPOINT ["retention"]

@@ -50,6 +50,10 @@ RUN ldconfig \
  && ln -s python3.11 /usr/local/bin/python
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /src/configs /opt/retention/configs
+# The commit the image was built from (`make images` passes `git rev-parse HEAD`): the
+# registry records it as the code version of what a run in this image pushes.
+ARG RETENTION_CODE_VERSION=""
+ENV RETENTION_CODE_VERSION=${RETENTION_CODE_VERSION}
 USER 10001
 WORKDIR /opt/retention
 EXPOSE 8080 8081

@@ -17,7 +17,8 @@ def compile_pipeline(
 ) -> Path:
     """Write the YAML atomically. ``kfp`` output carries a second document (platform spec).
 
-    ``pipeline``: ``training`` (the DAG) or ``batch`` (``pipelines/batch.py``, decide-batch).
+    ``pipeline``: ``training`` (the DAG), ``batch`` (``pipelines/batch.py``, decide-batch) or
+    ``monitor`` (``pipelines/monitor.py``: the monitor, which submits training on a rule).
     """
     if target == "local":
         raise ValueError("compile for 'vertex' or 'kfp'; 'local' runs with `retention run`")
@@ -27,8 +28,13 @@ def compile_pipeline(
         from pipelines.batch import build_batch_pipeline, pipeline_name
 
         func, name = build_batch_pipeline(profile, target=target), pipeline_name(profile)
+    elif pipeline == "monitor":
+        from pipelines.monitor import build_monitor_pipeline
+        from pipelines.monitor import pipeline_name as monitor_name
+
+        func, name = build_monitor_pipeline(profile, target=target), monitor_name(profile)
     else:
-        raise ValueError(f"pipeline: expected training or batch, got {pipeline!r}")
+        raise ValueError(f"pipeline: expected training, batch or monitor, got {pipeline!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.parent)

@@ -106,6 +106,11 @@ def build_pipeline(profile: Profile, target: Target = "local"):
             "evaluate-gates",
         )
         with dsl.If(gates.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 - KFP DSL
-            place(c["push"](config_json=config_json, **models_for("push", models)), "push")
+            push = c["push"](
+                config_json=config_json,
+                splits=spl.outputs["splits"],
+                **models_for("push", models),
+            )
+            place(push, "push")
 
     return retention_pipeline

@@ -32,6 +32,8 @@ from typing import Any, Literal, TextIO
 
 from retention.config import Profile
 from retention.progress import MARK, STREAM_ENV
+from retention.registry.registry import Registry
+from retention.store.model_store import ModelStore
 
 LOG_FILE = "kfp.log"
 TAIL_LINES = 15  # of a failed task's output, shown on the terminal
@@ -83,7 +85,10 @@ class PipelineRun:
 class RunSummary:
     run: PipelineRun
     gates: dict[str, Any] = field(default_factory=dict)
+    # The production pointer after the run, and the release this run registered (with its model
+    # URIs), if it pushed one: the champion, or with ``registry.promote: manual`` the challenger.
     pushed: dict[str, Any] | None = None
+    registered: dict[str, Any] | None = None
     report: Path | None = None
 
 
@@ -321,16 +326,31 @@ def run_local(profile: Profile, base: Path | None = None, out: TextIO | None = N
     profile = _absolute_profile(profile, base)
     root = base / profile.pipeline.pipeline_root
     pipeline = build_pipeline(profile, target="local")
+    registry = Registry(ModelStore(profile.model_store))
+    # What this run registered is what the registry holds after it and did not before: the
+    # production pointer alone cannot tell a challenger pushed now from an older champion.
+    before = set(registry.releases())
     run = run_pipeline(pipeline, {"config_json": profile.model_dump_json()}, root, out)
     summary = RunSummary(run)
     report = _find(run.run_dir, "evaluate-gates", "report") if run.run_dir else None
     if report and report.with_suffix(".json").is_file():
         summary.report = report
         summary.gates = json.loads(report.with_suffix(".json").read_text())
-    store = Path(profile.model_store) / "production"
-    if summary.gates.get("passed") and store.is_file():
-        summary.pushed = json.loads(store.read_text())
+    if summary.gates.get("passed"):
+        summary.registered, summary.pushed = pushed_since(registry, before)
     return summary
+
+
+def pushed_since(
+    registry: Registry, before: set[str]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The release registered since ``before`` (its name and model URIs) and the production
+    pointer now; (None, None) when nothing was registered."""
+    new = sorted(set(registry.releases()) - before)
+    if not new:
+        return None, None
+    entry = registry.get(new[-1])
+    return {"release": entry.release, "uris": dict(entry.uris)}, registry.production()
 
 
 def format_tasks(tasks: list[TaskTime], total_s: float) -> list[str]:
@@ -355,9 +375,19 @@ def format_summary(s: RunSummary, model_store: str) -> str:
         lines.append(f"  gate {'PASS' if g['passed'] else 'FAIL'}: {g['message']}")
     if s.report:
         lines.append(f"  report: {s.report}")
-    if s.pushed:
-        lines.append(f"  pushed release {s.pushed['release']} to {model_store} (production)")
-        for model, uri in s.pushed.get("uris", {}).items():
+    if s.registered:
+        release = s.registered["release"]
+        production = (s.pushed or {}).get("release")
+        if production == release:
+            lines.append(f"  pushed release {release} to {model_store} (production)")
+        else:
+            challenger = (s.pushed or {}).get("aliases", {}).get("challenger") == release
+            role = " as the challenger (registry.promote: manual)" if challenger else ""
+            lines.append(
+                f"  pushed release {release} to {model_store}{role}; production stays "
+                f"{production or 'none'}: `retention models promote {release}` makes it production"
+            )
+        for model, uri in s.registered.get("uris", {}).items():
             lines.append(f"    {model}: {uri}")
     else:
         lines.append("  nothing pushed: production unchanged")

@@ -46,7 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,12 +66,12 @@ from retention.experiments.ab import assign_arm
 from retention.fileio import atomic_path, write_json
 from retention.messaging.shield import shielded, template_message
 from retention.models.accept import OFFER, curve_of_rows
-from retention.models.binary import BinaryModel, dmatrix_of
+from retention.models.binary import BinaryModel
 from retention.models.columnar import ColumnEncoder, decoded
 from retention.models.ltv import GIVEN, LtvModel
 from retention.models.preprocess import display_value, parse_number
 from retention.progress import Progress
-from serving.ledger import ContactLedger, LedgerDecision, Proposal
+from serving.ledger import ContactLedger, LedgerDecision, Proposal, release_of
 from serving.transformer import PolicyContext, live_customer, make_proposal
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("replaced_by_template", pa.bool_()),
         ("replayed", pa.bool_()),  # decided before under this run id: the recorded decision
         ("decided_at", pa.timestamp("us", tz="UTC")),
+        ("release", pa.string()),  # the production release that scored it (ledger.release_of)
     ]
 )
 CHUNK_SCHEMA = OUTPUT_SCHEMA.append(pa.field(REJECTS, pa.string()))
@@ -144,6 +145,11 @@ class BatchModels:
         self.risk_columns = ColumnEncoder(self.risk.pre)
         self.accept_columns = ColumnEncoder(self.accept.pre)
 
+    @property
+    def release(self) -> str | None:
+        """The production release these models are, named as serving names it."""
+        return release_of(self.versions)
+
     @classmethod
     def load(cls, profile: Profile) -> BatchModels:
         from serving.predictors import PolicyPredictor
@@ -151,7 +157,7 @@ class BatchModels:
 
         def load_binary(service: str) -> BinaryModel:
             model = BinaryModel.load(model_dir_for(profile, service))
-            model.booster.set_param({"nthread": profile.batch.threads})
+            model.set_threads(profile.batch.threads)
             return model
 
         context = policy_context(profile)
@@ -353,9 +359,10 @@ def _check_number(out: dict[int, list[Problem]], col: pa.ChunkedArray, name: str
 
 
 def _factors(model: BinaryModel, x: np.ndarray, frame: pd.DataFrame, k: int) -> list[str]:
-    """Each row's top ``k`` TreeSHAP factors among the features it gave a usable value for
+    """Each row's top ``k`` factors (TreeSHAP of the tree members, the linear member's exact
+    contributions, by the blend weights) among the features it gave a usable value for
     (``rank_factors``'s order: largest push first, ties in feature order), as JSON."""
-    contrib = model.booster.predict(dmatrix_of(model.pre, x), pred_contribs=True)[:, :-1]
+    contrib = model.contributions_matrix(x)[:, :-1]
     usable = ~np.isnan(x)
     ranked = np.where(usable, contrib, -np.inf)
     order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
@@ -478,7 +485,11 @@ def _decide_rows(
     values = m.ltv.customer_values(frame)
     request_ids = [f"batch:{run.run_id}:{c}" for c in ids]
     views = run.ledger.views(list(zip(request_ids, ids, strict=True)), run.send_at)
-    proposals = _proposals(run, frame, ids, churn, curve, values.value, views)
+    proposals = [
+        # Recorded with each decision, as serving records them, for the monitor.
+        replace(q, churn_probability=float(churn[i]), release=m.release)
+        for i, q in enumerate(_proposals(run, frame, ids, churn, curve, values.value, views))
+    ]
     tz = (
         [z if isinstance(z, str) else None for z in frame[TIMEZONE].tolist()]
         if TIMEZONE in frame.columns
@@ -528,6 +539,7 @@ def _decide_rows(
         cols["blocked_by"][j] = list(d.blocked)
         cols["replayed"][j] = d.replay
         cols["decided_at"][j] = d.decided_at
+        cols["release"][j] = m.release
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -564,6 +576,7 @@ class BatchSummary(BaseModel):
         description="By model: features the input lacks for every customer."
     )
     models: dict[str, str]
+    release: str | None = Field(description="The production release that decided.")
     wall_s: float
     rows_per_s: float
 
@@ -571,7 +584,7 @@ class BatchSummary(BaseModel):
         mix = ", ".join(f"{offer_names[int(k)]}: {v}" for k, v in sorted(self.offer_mix.items()))
         lines = [
             f"decide-batch {self.run_id} ({self.engine}): {self.rows} rows in {self.wall_s:.1f} s "
-            f"({self.rows_per_s:,.0f} rows/s)",
+            f"({self.rows_per_s:,.0f} rows/s), release {self.release or 'unknown'}",
             f"  decided {self.decided}, rejected {self.rejected} (see {self.rejects}), "
             f"replayed {self.replayed}",
             f"  contacts {self.contacts} ({100 * self.contact_rate:.1f} %): {mix or 'none'}",
@@ -799,7 +812,7 @@ def decide_batch(
             collector.close()
         spent = run.ledger.spent(run.ledger.period_key(send_at))
         missing = run.models.missing_features(columns)
-        versions = run.models.versions
+        versions, release = run.models.versions, run.models.release
     finally:
         run.close()
     wall = time.perf_counter() - t0
@@ -830,6 +843,7 @@ def decide_batch(
         value_sources=dict(sorted(c.value_sources.items())),
         missing_features=missing,
         models=versions,
+        release=release,
         wall_s=wall,
         rows_per_s=c.rows / wall if wall > 0 else 0.0,
     )

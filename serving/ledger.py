@@ -56,7 +56,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -69,7 +69,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from retention import contract
+from retention import catalogue, contract
 from retention.config import LedgerConfig
 from retention.contract import LIMITS, N_LEVELS, ContactHistory, ContactLimits, aware_utc
 from retention.fileio import atomic_path
@@ -83,6 +83,7 @@ SOURCES = ("policy", "rules", "bau")
 BLOCK_REASONS = LIMITS
 MICROS = 1_000_000
 MAX_ID_LENGTH = 200
+MAX_RELEASE_LENGTH = 64
 MAX_ATTEMPTS = 12
 DEFAULT_POOL_SIZE = LedgerConfig().pool_size
 # psycopg prepares a statement server-side once a connection has run it this many times.
@@ -106,7 +107,9 @@ class Proposal:
 
     ``offer_cost`` is what the budget is charged if the contact is made (already the expected
     cost); ``propensity`` is the acting policy's probability of this action, kept for off-policy
-    evaluation of later policies on the logged decisions.
+    evaluation of later policies on the logged decisions. ``churn_probability`` (the served risk
+    score, None when the risk model was down) and ``release`` (the production release that
+    proposed it, :func:`release_of`) are recorded with the decision for the monitor.
     """
 
     contact: bool
@@ -116,6 +119,8 @@ class Proposal:
     arm: str
     propensity: float
     source: str
+    churn_probability: float | None = None
+    release: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.contact, bool):
@@ -138,6 +143,24 @@ class Proposal:
             raise ValueError(f"proposal.propensity: expected 0..1, got {self.propensity!r}")
         if self.source not in SOURCES:
             raise ValueError(f"proposal.source: expected one of {SOURCES}, got {self.source!r}")
+        p = self.churn_probability
+        if p is not None and (not _is_number(p) or not 0 <= p <= 1):
+            raise ValueError(f"proposal.churn_probability: expected 0..1 or None, got {p!r}")
+        r = self.release
+        if r is not None and (not isinstance(r, str) or not r or len(r) > MAX_RELEASE_LENGTH):
+            raise ValueError(
+                f"proposal.release: expected a release name of 1-{MAX_RELEASE_LENGTH} "
+                f"characters or None, got {r!r}"
+            )
+
+
+def release_of(versions: Mapping[str, str | None]) -> str | None:
+    """The release that served ``versions`` (served model -> its version, as an answer's
+    ``models`` names them): a push stores every model of a release under the release's name
+    (``retention.registry.release.push_models``), so it is the one version they all share; None
+    when there is none or they disagree (no single release served it)."""
+    distinct = {v for v in versions.values() if v}
+    return distinct.pop() if len(distinct) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -295,6 +318,10 @@ decisions = sa.Table(
     sa.Column("response", sa.JSON(none_as_null=True), nullable=True),
     # When the answer was stored: with the decision, or later by a replay of a batch decision.
     sa.Column("completed_at", UTCDateTime, nullable=True),
+    # What the monitor reads: the served risk score and the release that decided. Added after the
+    # first ledgers were made: ContactLedger._migrate adds them to an older table.
+    sa.Column("release", sa.String(MAX_RELEASE_LENGTH), nullable=True),
+    sa.Column("churn_probability", sa.Float, nullable=True),
     sa.Index("ix_ledger_decisions_customer", "customer_id", "contact"),
 )
 
@@ -381,6 +408,21 @@ _HISTORIES = (
     .group_by(_d.customer_id)
 )
 _READ_SPENT = sa.select(budgets.c.spent_micros).where(budgets.c.period == _b("key"))
+# Columns added after the first ledgers: _migrate adds them to an older table, and fills them
+# from the stored answers as the transformer wrote them, the SQL of release_of: the one version
+# every served model of ``models`` shares (a missing key is no disagreement).
+_MIGRATED = (_d.release, _d.churn_probability)
+_ANSWER_SCORE = _d.response[("risk", "churn_probability")].as_float()
+
+
+def _answer_release() -> sa.ColumnElement:
+    versions = [_d.response[("models", s)].as_string() for s in catalogue.services()]
+    first = sa.func.coalesce(*versions)
+    same = sa.and_(*(sa.func.coalesce(v, first) == first for v in versions))
+    return sa.case((same, first), else_=None)
+
+
+_ANSWER_RELEASE = _answer_release()
 
 
 # -------------------------------------------------------------------------------------- engine
@@ -605,6 +647,7 @@ class ContactLedger:
         if self.dialect == "sqlite":
             with self._engine.begin() as conn:  # BEGIN IMMEDIATE: one creator at a time
                 metadata.create_all(conn)
+                self._migrate(conn)
             return
         with self._engine.begin() as conn:
             # Replicas starting together would race on CREATE TABLE; one advisory lock orders them.
@@ -612,6 +655,31 @@ class ContactLedger:
             if self.schema:
                 conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             metadata.create_all(conn)
+            self._migrate(conn)
+
+    def _migrate(self, conn: Connection) -> None:
+        """Bring a decisions table made by an older version up to this one, in the creating
+        transaction (under its lock): add the columns it lacks, and fill ``churn_probability``
+        and ``release`` of the rows decided before from their stored answers (``risk`` and
+        ``models``, as the transformer writes them; rows without an answer keep nulls)."""
+        have = {c["name"] for c in sa.inspect(conn).get_columns(decisions.name, self.schema)}
+        added = [c for c in _MIGRATED if c.name not in have]
+        if not added:
+            return
+        q = conn.dialect.identifier_preparer
+        table = q.quote(decisions.name)
+        if self.schema:
+            table = f"{q.quote_schema(self.schema)}.{table}"
+        for col in added:
+            ddl = col.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {q.quote(col.name)} {ddl}")
+        fill = {"churn_probability": _ANSWER_SCORE, "release": _ANSWER_RELEASE}
+        done = conn.execute(
+            decisions.update()
+            .where(_d.response.is_not(None))
+            .values({c.name: fill[c.name] for c in added})
+        ).rowcount
+        log.info("ledger: added %s to %s (%d answers read)", [c.name for c in added], table, done)
 
     def close(self) -> None:
         with self._threads_lock:
@@ -881,6 +949,8 @@ class ContactLedger:
                 "source": proposal.source,
                 "response": encoded,
                 "completed_at": recorded_at if response is not None else None,
+                "release": proposal.release,
+                "churn_probability": proposal.churn_probability,
             },
         ).rowcount
         if inserted != 1:
@@ -1080,15 +1150,16 @@ class ContactLedger:
             counter_by_period_micros=dict(sorted(counters.items())),
         )
 
-    def export_decisions(self, path: str | Path) -> Path:
-        """Write every decision, with arm, propensity and the original proposal, for off-policy
-        evaluation: Parquet if ``path`` ends in ``.parquet``/``.pq``, else CSV.
+    def export_decisions(self, path: str | Path, *, release: str | None = None) -> Path:
+        """Write every decision (of one ``release``, if given), with arm, propensity and the
+        original proposal, for off-policy evaluation, and with the served ``churn_probability``
+        (null when the risk model was down) and the ``release`` that decided, the decision log
+        ``retention monitor`` reads: Parquet if ``path`` ends in ``.parquet``/``.pq``, else CSV.
 
         Streams in chunks (a server-side cursor on PostgreSQL, without the stored answers) and
         moves a finished temporary file into place, so a reader never sees half an export.
         """
         import pandas as pd
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = Path(path)
@@ -1096,6 +1167,8 @@ class ContactLedger:
         stmt = sa.select(*[decisions.c[c] for c in EXPORT_SOURCE]).order_by(
             decisions.c.decided_at, decisions.c.request_id
         )
+        if release is not None:
+            stmt = stmt.where(decisions.c.release == release)
         with atomic_path(path) as tmp, self._read() as conn:
             writer: pq.ParquetWriter | None = None
             wrote_header = False
@@ -1103,7 +1176,7 @@ class ContactLedger:
             for chunk in result.partitions():
                 frame = _export_frame(pd.DataFrame(chunk, columns=list(EXPORT_SOURCE)))
                 if parquet:
-                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    table = _export_table(frame)
                     writer = writer or pq.ParquetWriter(tmp, table.schema)
                     writer.write_table(table)
                 else:
@@ -1112,7 +1185,7 @@ class ContactLedger:
             if parquet:
                 if writer is None:
                     empty = _export_frame(pd.DataFrame(columns=list(EXPORT_SOURCE)))
-                    pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), tmp)
+                    pq.write_table(_export_table(empty), tmp)
                 else:
                     writer.close()
             elif not wrote_header:
@@ -1137,6 +1210,8 @@ EXPORT_SOURCE = (
     "followup_days",
     "blocked",
     "completed_at",
+    "release",
+    "churn_probability",
 )
 EXPORT_COLUMNS = (
     *EXPORT_SOURCE[:9],
@@ -1147,6 +1222,8 @@ EXPORT_COLUMNS = (
     "followup_days",
     "blocked",
     "completed",
+    "release",
+    "churn_probability",
 )
 
 
@@ -1163,7 +1240,18 @@ def _export_frame(frame: Any) -> Any:
     for col in ("proposed_offer_level", "offer_level", "followup_days"):
         out[col] = out[col].astype("int64")
     out["propensity"] = out["propensity"].astype(float)
+    out["churn_probability"] = pd.to_numeric(out["churn_probability"]).astype(float)
     return out[list(EXPORT_COLUMNS)]
+
+
+def _export_table(frame: Any) -> Any:
+    """The frame as Arrow with one schema for every chunk: a chunk whose releases are all null
+    would otherwise give the column Arrow's null type, and the Parquet writer refuse the next."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    i = table.schema.get_field_index("release")
+    return table.cast(table.schema.set(i, pa.field("release", pa.string())))
 
 
 def _from_row(row: Row, *, replay: bool) -> LedgerDecision:

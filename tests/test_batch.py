@@ -155,6 +155,68 @@ def test_a_rerun_of_the_run_replays_and_charges_nothing(built, customers, tmp_pa
     assert not set(c.loc[c["contact"], "customer_id"]) & set(a.loc[a["contact"], "customer_id"])
 
 
+def test_each_decision_names_its_release_in_the_file_and_the_ledger(built, customers, tmp_path):
+    from retention.store.model_store import ModelStore
+
+    path, _ = customers
+    profile = _profile(built, tmp_path)
+    out = tmp_path / "decisions.parquet"
+    s = decide_batch(profile, path, out, send_at=SEND_AT, run_id="rel-1")
+    release = ModelStore(profile.model_store).production()["release"]
+    d = pd.read_parquet(out)
+    assert s.release == release and (d["release"] == release).all()
+    assert "release " + release in s.format(["a", "b", "c", "d"])
+    # The ledger records each decision's score and release: its export is a monitor's log.
+    with _ledger(profile) as led:
+        log = pd.read_csv(led.export_decisions(tmp_path / "ledger.csv"))
+    log = log.set_index("request_id").loc[d["request_id"]]
+    assert (log["release"] == release).all()
+    assert np.allclose(log["churn_probability"].to_numpy(), d["churn_probability"].to_numpy())
+
+
+def test_served_and_batch_decisions_export_as_the_monitors_log(built, customers, tmp_path):
+    """The transformer's answers and a batch run on the release record each decision's score
+    and release in the ledger; its export is the decision log ``retention monitor`` reads."""
+    from fastapi.testclient import TestClient
+
+    from retention.registry.monitor import monitor_release
+    from serving.app import create_app
+    from serving.server import build_transformer, served_versions
+    from tests.serving_fixtures import NOON_TOMORROW
+
+    path, table = customers
+    profile = _profile(built, tmp_path)
+    release = built_release(profile)
+    t, extra = build_transformer(profile, {})
+    client = TestClient(create_app(t.served_models(), extra, versions=served_versions(profile)))
+    scores = {}
+    for row in table.iloc[20:50].to_dict("records"):
+        facts = {k: v for k, v in row.items() if v == v and k != "customerID"}
+        facts["customer_id"] = str(row["customerID"])
+        body = {"request_id": f"m-{row['customerID']}", "send_at": NOON_TOMORROW.isoformat()}
+        answer = client.post("/retain", json={**body, "customer_facts": facts}).json()
+        assert answer["models"]["risk"] == release, answer
+        scores[answer["request_id"]] = answer["risk"]["churn_probability"]
+    t.ledger.close()
+    s = decide_batch(profile, path, tmp_path / "d.parquet", send_at=SEND_AT, run_id="mon")
+
+    with _ledger(profile) as led:
+        out = led.export_decisions(tmp_path / "decisions.parquet")
+    log = pd.read_parquet(out)
+    assert len(log) == len(scores) + s.decided and (log["release"] == release).all()
+    served = log.set_index("request_id").loc[list(scores), "churn_probability"]
+    assert served.to_dict() == pytest.approx(scores)
+    report, _, _ = monitor_release(profile, str(out), out_dir=tmp_path / "report")
+    assert report.release == release and report.decisions == len(log)
+    assert {r.name for r in report.rules} >= {"drift", "age"}
+
+
+def built_release(profile) -> str:
+    from retention.store.model_store import ModelStore
+
+    return ModelStore(profile.model_store).production()["release"]
+
+
 def test_a_binding_budget_is_never_overspent(built, customers, tmp_path):
     path, _ = customers
     profile = _profile(built, tmp_path, "contract.limits.budget_per_period=40.0")
@@ -262,7 +324,7 @@ def test_the_batch_pipeline_compiles_for_vertex_and_runs_the_command(tmp_path):
     args = [a if isinstance(a, str) else "X" for a in container["args"]]
     parsed = build_parser().parse_args(["decide-batch", *args])
     assert parsed.func.__name__ == "cmd_decide_batch"
-    with pytest.raises(ValueError, match="expected training or batch"):
+    with pytest.raises(ValueError, match=r"pipeline: expected training, batch or monitor"):
         compile_pipeline(gcp, "vertex", tmp_path / "x.yaml", "nightly")
     assert catalogue.spec("ltv").service == "ltv"  # the batch reads the served value model
 

@@ -7,9 +7,9 @@ from retention.config import ModelGates
 from retention.evaluation.evaluate import evaluate_run
 from retention.evaluation.gates import evaluate, gates_from_config
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
+from retention.registry.release import push_models
 from retention.results import AcceptResult, PhaseHealthResult, RiskResult
 from retention.store.model_store import LocalBackend, ModelStore
-from retention.store.push import push_models
 
 
 def test_gates_come_from_config_fields():

@@ -188,6 +188,32 @@ def test_serving_image_runs_the_transformer_by_default():
     assert cmd[:2] == ["serve-model", "retention"] and "--profile" in cmd
 
 
+@pytest.mark.parametrize("name", ["cpu", "gpu", "serving"])
+def test_image_carries_the_code_version_the_registry_records(name):
+    from retention.registry.release import code_version
+
+    final = _stages(_dockerfile(name))[-1]
+    args = [a for i, a in final if i == "ARG"]
+    envs = [a for i, a in final if i == "ENV"]
+    assert any(a.split("=")[0] == "RETENTION_CODE_VERSION" for a in args), args
+    assert "RETENTION_CODE_VERSION=${RETENTION_CODE_VERSION}" in envs, envs
+    # What the running image's push then registers.
+    assert code_version({"RETENTION_CODE_VERSION": "abc123"}) == "abc123"
+
+
+def test_make_images_passes_the_commit_as_code_version():
+    make = _require(shutil.which("make"), "make", "the build tool")
+    git = _require(shutil.which("git"), "git", "the version control tool")
+    sha = subprocess.run(
+        [git, "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    proc = subprocess.run([make, "-n", "images"], cwd=ROOT, capture_output=True, text=True)
+    builds = [line for line in proc.stdout.splitlines() if "docker buildx build" in line]
+    assert len(builds) == len(list(DOCKER.glob("*.Dockerfile"))), proc.stdout
+    for line in builds:
+        assert f"--build-arg RETENTION_CODE_VERSION={sha} " in line, line
+
+
 def test_dockerignore_admits_every_copied_path():
     patterns = [
         line.strip()
@@ -400,6 +426,38 @@ def test_names_match_the_gcp_profile(tf, gcp):
     assert tf.var("serving_namespace") == gcp.serving.namespace
     secrets = [b["metadata"][0] for b in tf.of_type("kubernetes_secret_v1").values()]
     assert any(tf.resolve(m["name"]) == gcp.serving.ledger_secret for m in secrets)
+
+
+def test_the_bq_tables_dataset_exists_and_the_runner_can_read_it(tf, gcp):
+    project = gcp.gcp.project
+    uris = [spec.uri for _, spec in gcp.data.items() if spec.uri and spec.uri.startswith("bq://")]
+    uris += [u for u in (gcp.monitoring.decisions, gcp.monitoring.outcomes) if u]
+    assert any(u.startswith("bq://") for u in uris)
+    datasets = {
+        name: tf.resolve(b["dataset_id"])
+        for name, b in tf.of_type("google_bigquery_dataset").items()
+    }
+    for uri in (u for u in uris if u.startswith("bq://")):
+        table_project, dataset, _table = uri[5:].split(".")
+        assert table_project == project, uri
+        assert dataset in datasets.values(), f"{uri}: Terraform makes no dataset {dataset}"
+    (name,) = datasets
+    runner = "google_service_account.pipeline_runner.member"
+    readers = [
+        b
+        for b in tf.of_type("google_bigquery_dataset_iam_member").values()
+        if b["role"] == "roles/bigquery.dataViewer" and b["member"] == f"${{{runner}}}"
+    ]
+    assert readers and all(
+        b["dataset_id"] == f"${{google_bigquery_dataset.{name}.dataset_id}}" for b in readers
+    )
+    jobs = [
+        b
+        for b in tf.of_type("google_project_iam_member").values()
+        if b["role"] == "roles/bigquery.jobUser" and b["member"] == f"${{{runner}}}"
+    ]
+    assert len(jobs) == 1
+    assert "bigquery.googleapis.com" in tf.resolve(tf.locals["services"])
 
 
 def test_buckets_are_private_versioned_and_expire_old_versions(tf):

@@ -17,6 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -603,6 +604,112 @@ def test_export_holds_every_decision_with_arm_and_propensity(make_ledger, tmp_pa
 def test_export_of_an_empty_ledger_has_the_header(make_ledger, tmp_path):
     out = make_ledger().export_decisions(tmp_path / "empty.csv")
     assert out.read_text().splitlines()[0].startswith("request_id,customer_id,period")
+
+
+def _served(churn: float | None, versions: dict[str, str]):
+    """An answer as the transformer stores it: the risk score (None: risk was down) and the
+    versions of the models it served."""
+
+    def respond(d: LedgerDecision) -> dict:
+        return {"risk": {"churn_probability": churn}, "models": versions, "by": d.request_id}
+
+    return respond
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_export_carries_the_served_score_and_the_deciding_release(make_ledger, tmp_path, suffix):
+    ledger = make_ledger()
+    rel = "20261201T000000Z-abc123"
+    served = offer()
+    ledger.answer("r1", "c1", replace(served, churn_probability=0.25, release=rel), T0, None,
+                  _echo("r1"))  # fmt: skip
+    # Risk was down: no score; an older release; a batch decision without an answer.
+    ledger.answer("r2", "c2", replace(served, release=rel), T0 + timedelta(minutes=1), None,
+                  _echo("r2"))  # fmt: skip
+    ledger.decide("r3", "c3", replace(served, churn_probability=0.5, release="old"),
+                  T0 + timedelta(minutes=2), None)  # fmt: skip
+    ledger.decide("r4", "c4", offer(contact=False), T0 + timedelta(minutes=3), None)
+    out = ledger.export_decisions(tmp_path / f"decisions{suffix}")
+    df = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    assert list(df.columns[-2:]) == ["release", "churn_probability"]
+    assert df["release"].where(df["release"].notna(), None).tolist() == [rel, rel, "old", None]
+    churn = df["churn_probability"].tolist()
+    assert churn[0] == 0.25 and pd.isna(churn[1]) and churn[2] == 0.5 and pd.isna(churn[3])
+    one = ledger.export_decisions(tmp_path / f"one{suffix}", release=rel)
+    df = pd.read_parquet(one) if suffix == ".parquet" else pd.read_csv(one)
+    assert list(df["request_id"]) == ["r1", "r2"]
+    if suffix == ".parquet":  # one schema whatever the chunk: a null release is still text
+        assert str(pq.read_schema(out).field("release").type) == "string"
+    with pytest.raises(ValueError, match=r"proposal\.churn_probability"):
+        replace(served, churn_probability=1.5)
+    with pytest.raises(ValueError, match=r"proposal\.release"):
+        replace(served, release="")
+
+
+def test_export_streams_without_reading_the_stored_answers(make_ledger, tmp_path):
+    ledger = make_ledger()
+    for i in range(3):
+        ledger.answer(f"r{i}", f"c{i}", replace(offer(), churn_probability=0.1, release="R"),
+                      T0 + timedelta(hours=i), None, _echo(f"r{i}"))  # fmt: skip
+    seen: list[tuple[str, dict]] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        seen.append((statement, dict(context.execution_options)))
+
+    event.listen(ledger._base_engine, "before_cursor_execute", record)
+    try:
+        ledger.export_decisions(tmp_path / "decisions.parquet")
+    finally:
+        event.remove(ledger._base_engine, "before_cursor_execute", record)
+    (select, options) = next((s, o) for s, o in seen if "FROM" in s and "ledger_decisions" in s)
+    assert "response" not in select and "churn_probability" in select
+    assert options.get("yield_per") == 5000 and options.get("stream_results")
+
+
+def test_an_older_ledger_gains_the_columns_filled_from_its_answers(make_ledger, backend):
+    """A ledger made before the release and churn_probability columns: opening it adds them
+    and fills them from the stored answers, in one transaction; new decisions fill them."""
+    ledger = make_ledger()
+    ledger.answer("a1", "c1", offer(), T0, None, _served(0.3, {"risk": "R1", "accept": "R1"}))
+    ledger.answer("a2", "c2", offer(), T0, None, _served(None, {"risk": "R1", "policy": "R1"}))
+    ledger.answer("a3", "c3", offer(), T0, None, _served(0.7, {"risk": "R1", "accept": "R2"}))
+    ledger.decide("a4", "c4", offer(contact=False), T0, None)  # no answer to read
+    table = f'"{ledger.schema}".ledger_decisions' if ledger.schema else "ledger_decisions"
+    with ledger._base_engine.begin() as conn:  # what the older version created
+        for col in ("release", "churn_probability"):
+            conn.exec_driver_sql(f'ALTER TABLE {table} DROP COLUMN "{col}"')
+        names = {c["name"] for c in sa.inspect(conn).get_columns("ledger_decisions",
+                                                                  ledger.schema)}  # fmt: skip
+    assert "release" not in names
+    ledger.close()
+    reopened = ContactLedger(ledger.url, ledger.limits, schema=ledger.schema)
+    try:
+        reopened.decide("a5", "c5", replace(offer(contact=False), churn_probability=0.9,
+                                              release="R3"), T0, None)  # fmt: skip
+        with reopened._read() as conn:
+            rows = conn.execute(
+                sa.text(f"SELECT request_id, release, churn_probability FROM {table} "
+                        "ORDER BY request_id")
+            ).all()  # fmt: skip
+        assert [tuple(r) for r in rows] == [
+            ("a1", "R1", 0.3),
+            ("a2", "R1", None),  # risk was down: no score
+            ("a3", None, 0.7),  # versions of two releases: no one release served it
+            ("a4", None, None),
+            ("a5", "R3", 0.9),
+        ]
+        # A second opening finds nothing to migrate.
+        ContactLedger(ledger.url, ledger.limits, schema=ledger.schema).close()
+    finally:
+        reopened.close()
+
+
+def test_release_of_is_the_version_every_served_model_shares():
+    from serving.ledger import release_of
+
+    assert release_of({"risk": "R1", "accept": "R1", "writer": None}) == "R1"
+    assert release_of({"risk": "R1", "accept": "R2"}) is None
+    assert release_of({}) is None
 
 
 # ------------------------------------------------------------------------------- configuration

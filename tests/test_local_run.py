@@ -246,17 +246,79 @@ def test_time_table_and_summary():
         ],
     }
     run = PipelineRun(Path("runs/r"), Path("runs/r/kfp.log"), 250.0, tasks)
-    s = RunSummary(run, gates, pushed={"release": "rel-1", "uris": {"risk": "model-store/risk/1"}})
+    uris = {"risk": "model-store/risk/rel-1"}
+    s = RunSummary(
+        run,
+        gates,
+        pushed={"release": "rel-1", "aliases": {"champion": "rel-1"}},
+        registered={"release": "rel-1", "uris": uris},
+    )
     text = format_summary(s, "model-store")
     assert text.splitlines()[0] == "pipeline finished in 250.0 s; artifacts under runs/r"
     assert "  ppo-decision     241.0  ok" in text
     assert "  gate PASS: risk.test_auc = 0.8100 >= 0.78" in text
     assert "  gate FAIL: ltv.x = 1.0000 misses <= 0.5 by 0.5000" in text
     assert "  pushed release rel-1 to model-store (production)" in text
-    assert "    risk: model-store/risk/1" in text
+    assert "    risk: model-store/risk/rel-1" in text
     assert text.splitlines()[-1] == "  full kfp log: runs/r/kfp.log"
+
+    # registry.promote: manual: the release pushed is the challenger, production is the champion.
+    manual = RunSummary(
+        run,
+        gates,
+        pushed={"release": "rel-0", "aliases": {"champion": "rel-0", "challenger": "rel-1"}},
+        registered={"release": "rel-1", "uris": uris},
+    )
+    text = format_summary(manual, "model-store")
+    assert "(production)" not in text
+    assert (
+        "  pushed release rel-1 to model-store as the challenger (registry.promote: manual); "
+        "production stays rel-0: `retention models promote rel-1` makes it production"
+    ) in text
+    assert "    risk: model-store/risk/rel-1" in text
 
     failed = PipelineRun(None, Path("runs/x.log"), 9.5, tasks[:1], failure="1 task(s) failed: x")
     text = format_summary(RunSummary(failed), "model-store")
     assert text.splitlines()[0] == "pipeline FAILED after 9.5 s: 1 task(s) failed: x"
     assert "nothing pushed: production unchanged" in text
+
+
+def test_the_summary_names_what_the_push_made_of_the_release(tmp_path):
+    """A real registry in a model store: a first release is the champion; with
+    ``registry.promote: manual`` the next is the challenger, and production stays."""
+    from pipelines.local_run import pushed_since
+    from retention.registry.registry import Registry, RegistryEntry
+    from retention.store.model_store import ModelStore
+
+    registry = Registry(ModelStore(str(tmp_path / "model-store")))
+    run = PipelineRun(Path("runs/r"), Path("runs/r/kfp.log"), 1.0, [])
+
+    def register(release: str) -> None:
+        uris = {"risk": f"{tmp_path}/model-store/risk/{release}"}
+        registry.record(
+            RegistryEntry(
+                release=release, created="2026-12-01T00:00:00+00:00", models={"risk": release},
+                uris=uris, passed=True,
+            )
+        )  # fmt: skip
+
+    before = set(registry.releases())
+    assert pushed_since(registry, before) == (None, None)
+    register("rel-0")
+    registry.promote("rel-0", action="push")
+    registered, pointer = pushed_since(registry, before)
+    text = format_summary(RunSummary(run, registered=registered, pushed=pointer), "store")
+    assert "  pushed release rel-0 to store (production)" in text
+
+    before = set(registry.releases())
+    register("rel-1")
+    registry.store.write_pointer(
+        {**registry.production(), "aliases": {**registry.aliases(), "challenger": "rel-1"}}
+    )
+    registered, pointer = pushed_since(registry, before)
+    assert registered["release"] == "rel-1" and pointer["release"] == "rel-0"
+    text = format_summary(RunSummary(run, registered=registered, pushed=pointer), "store")
+    assert "(production)" not in text
+    assert "pushed release rel-1 to store as the challenger (registry.promote: manual)" in text
+    assert "production stays rel-0" in text
+    assert f"    risk: {tmp_path}/model-store/risk/rel-1" in text

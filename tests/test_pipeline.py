@@ -36,8 +36,9 @@ def _producer(ref) -> str:
     """The task an artifact input comes from (directly, or through a condition's channel)."""
     if "taskOutputArtifact" in ref:
         return ref["taskOutputArtifact"]["producerTask"]
-    # Inside dsl.If: pipelinechannel--<task>-model
-    return ref["componentInputArtifact"].removeprefix("pipelinechannel--").removesuffix("-model")
+    # Inside dsl.If: pipelinechannel--<task>-model (or -splits, split's output)
+    channel = ref["componentInputArtifact"].removeprefix("pipelinechannel--")
+    return channel.removesuffix("-model").removesuffix("-splits")
 
 
 def _gpu(profile, task: str) -> bool:
@@ -92,12 +93,14 @@ def test_dag_wiring_follows_the_catalogue(gcp, tmp_path):
     judged = {s.name: s.task for s in catalogue.CATALOGUE if s.gated or s.released}
     arts = tasks["evaluate-gates"]["inputs"]["artifacts"]
     assert {n: _producer(r) for n, r in arts.items()} == judged
-    # The push task sits under the gate condition and takes exactly the released models.
+    # The push task sits under the gate condition and takes exactly the released models (and
+    # the splits: the release's training reference and data fingerprint).
     cond = [c for c in spec["components"].values() if "push" in c.get("dag", {}).get("tasks", {})]
     assert cond, "push must be inside dsl.If(passed)"
     arts = tasks["push"]["inputs"]["artifacts"]
     assert {n: _producer(r) for n, r in arts.items()} == {
-        s.name: s.task for s in catalogue.released()
+        **{s.name: s.task for s in catalogue.released()},
+        "splits": "split",
     }
 
 
@@ -126,6 +129,7 @@ def test_final_steps_take_their_models_from_the_catalogue():
     assert list(inspect.signature(push).parameters) == [
         "config_json",
         *(s.name for s in catalogue.released()),
+        "splits",
     ]
     # KFP ships the source inspect finds: it must be the generated function itself.
     source = inspect.getsource(evaluate_gates)

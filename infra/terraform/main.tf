@@ -7,12 +7,14 @@ locals {
   models_bucket    = "${var.project_id}-models"
   docker_repo_id   = "retention"
   kfp_repo_id      = "retention-pipelines"
+  bigquery_dataset = "retention"
   image_registry   = "${var.region}-docker.pkg.dev/${var.project_id}/${local.docker_repo_id}"
   template_host    = "https://${var.region}-kfp.pkg.dev/${var.project_id}/${local.kfp_repo_id}"
 
   services = toset([
     "aiplatform.googleapis.com",
     "artifactregistry.googleapis.com",
+    "bigquery.googleapis.com",
     "binaryauthorization.googleapis.com",
     "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",

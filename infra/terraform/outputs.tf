@@ -62,3 +62,8 @@ output "ledger_url_secret" {
   description = "Secret Manager secret holding the ledger's SQLAlchemy URL (serving.ledger.url)."
   value       = google_secret_manager_secret.ledger_url.secret_id
 }
+
+output "bigquery_dataset" {
+  description = "The dataset of the bq:// tables in configs/gcp.yaml (bq://PROJECT.retention.TABLE)."
+  value       = "${var.project_id}.${google_bigquery_dataset.retention.dataset_id}"
+}

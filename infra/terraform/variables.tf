@@ -21,6 +21,12 @@ variable "labels" {
   default     = { app = "retention" }
 }
 
+variable "bigquery_location" {
+  description = "Location of the BigQuery dataset `retention` (a multi-region such as US, or a region)."
+  type        = string
+  default     = "US"
+}
+
 variable "deletion_protection" {
   description = "Protect the cluster and the database from `terraform destroy`."
   type        = bool

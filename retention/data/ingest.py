@@ -1,5 +1,8 @@
 """Ingest: every configured dataset from its URI (or the synthetic generator), validated, as Parquet.
 
+A URI is a local path, ``gs://``, ``https://`` or a BigQuery table ``bq://project.dataset.table``
+(``retention.data.sources``).
+
 All datasets are read and validated before anything is written, and the output directory appears
 only when every table is in it: a bad file leaves no partial output behind.
 """
@@ -13,7 +16,7 @@ import pandas as pd
 
 from retention.config import DatasetSpec, Profile
 from retention.contract import ContactContract
-from retention.data import synthetic
+from retention.data import sources, synthetic
 from retention.data.validate import parse_table, validate_table
 from retention.fileio import atomic_dir, read_bytes, write_json
 
@@ -25,7 +28,14 @@ def load_dataset(
 ) -> tuple[pd.DataFrame, str]:
     """One validated table and a description of where it came from (synthetic offers and
     messages follow ``contract``)."""
-    if spec.uri:
+    if sources.is_bigquery(spec.uri):
+        # The table's schema is checked against the spec's column kinds before a row is read;
+        # its cells come back as text, as a CSV's do, and take the same validation.
+        df = sources.read_table(spec.uri, expected=dict(spec.columns))
+        if df.empty:
+            raise ValueError(f"{spec.uri}: the table has no rows")
+        source = spec.uri
+    elif spec.uri:
         raw = read_bytes(spec.uri)
         df = parse_table(raw, spec.uri, spec)
         source = spec.uri

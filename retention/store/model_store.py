@@ -4,6 +4,7 @@ Layout (a local folder or a ``gs://`` prefix)::
 
     <root>/<model>/<version>/...      copied files, never modified after the copy
     <root>/production                 JSON {"release": ..., "models": {model: version}, ...}
+    <root>/registry/<release>.json    what each release was registered with (retention.registry)
 
 ``<model>`` is the catalogue's ``ModelSpec.name`` (``policy``, ``phase_health``, ...).
 
@@ -11,6 +12,11 @@ A push first copies every model into a fresh version, then replaces ``production
 write (``os.replace`` locally, a single object upload on GCS, which is atomic). A crash or a failed
 gate before that write leaves ``production`` exactly as it was; a crash after it leaves a complete
 release. One pointer for all models means serving never mixes models of two runs.
+
+The pointer also carries the registry's aliases (``champion``: the release in production,
+``challenger``: one registered beside it) and ``champions``, the earlier champions newest last:
+moving an alias or rolling back is the same one atomic write, so production and the aliases can
+never disagree.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Backend(Protocol):
     def write_text_atomic(self, key: str, text: str) -> None: ...
     def uri(self, key: str) -> str: ...
     def download_dir(self, key: str, dest: Path) -> Path: ...
+    def list_keys(self, prefix: str) -> list[str]: ...
 
 
 class LocalBackend:
@@ -75,6 +82,17 @@ class LocalBackend:
     def download_dir(self, key: str, dest: Path) -> Path:
         return self.root / key  # already local: no copy needed
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """The files under ``prefix`` (relative keys, sorted); temporary dot-files excluded."""
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
 
 class GCSBackend:
     def __init__(self, root: str, client=None):
@@ -115,6 +133,11 @@ class GCSBackend:
             blob.download_to_filename(str(target))
         return dest
 
+    def list_keys(self, prefix: str) -> list[str]:
+        start = len(self._key("")) if self.prefix else 0
+        full = self._key(prefix).rstrip("/") + "/"
+        return sorted(b.name[start:].lstrip("/") for b in self.bucket.list_blobs(prefix=full))
+
 
 def backend_for(root: str, client=None) -> Backend:
     return GCSBackend(root, client) if root.startswith("gs://") else LocalBackend(root)
@@ -134,33 +157,50 @@ class ModelStore:
         text = self.backend.read_text(POINTER)
         return json.loads(text) if text else None
 
+    def copy_versions(self, models: dict[str, Path], version: str) -> dict[str, str]:
+        """Copy each model directory to ``<model>/<version>``; their URIs. Production is untouched."""
+        for name, src in models.items():
+            if not Path(src).is_dir():
+                raise FileNotFoundError(f"model '{name}': no directory at {src}")
+        uris = {}
+        for name, src in models.items():
+            self.backend.copy_dir(Path(src), f"{name}/{version}")
+            uris[name] = self.backend.uri(f"{name}/{version}")
+        return uris
+
+    def write_pointer(self, pointer: dict[str, Any]) -> None:
+        """Replace ``production`` in one atomic write: the only way production changes."""
+        self.backend.write_text_atomic(POINTER, json.dumps(pointer, indent=2, sort_keys=True))
+
     def push(
         self,
         models: dict[str, Path],
         metadata: dict[str, Any] | None = None,
         version: str | None = None,
     ) -> dict[str, Any]:
-        """Copy each model directory into a new version, then flip ``production`` once."""
+        """Copy each model directory into a new version, then flip ``production`` once.
+
+        The bare store operation; a release is pushed and registered by
+        ``retention.registry.release.push_models``.
+        """
         version = version or new_version()
-        for name, src in models.items():
-            if not Path(src).is_dir():
-                raise FileNotFoundError(f"model '{name}': no directory at {src}")
+        uris = self.copy_versions(models, version)
         previous = self.production() or {"models": {}}
-        release_models = dict(previous.get("models", {}))
-        uris = {}
-        for name, src in models.items():
-            self.backend.copy_dir(Path(src), f"{name}/{version}")
-            release_models[name] = version
-            uris[name] = self.backend.uri(f"{name}/{version}")
+        champions = list(previous.get("champions", []))
+        if previous.get("release"):
+            champions.append(previous["release"])
         pointer = {
             "release": version,
             "created": datetime.now(UTC).isoformat(),
-            "models": release_models,
+            "models": {**previous.get("models", {}), **dict.fromkeys(models, version)},
             "uris": {**previous.get("uris", {}), **uris},
             "previous_release": previous.get("release"),
             "metadata": metadata or {},
+            "aliases": {**previous.get("aliases", {}), "champion": version},
+            "champions": champions,
+            "action": "push",
         }
-        self.backend.write_text_atomic(POINTER, json.dumps(pointer, indent=2, sort_keys=True))
+        self.write_pointer(pointer)
         return pointer
 
     def resolve(self, model: str, cache_dir: Path | None = None) -> Path:

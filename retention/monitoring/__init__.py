@@ -1,0 +1,1 @@
+"""Monitoring: what is served against what was trained, and when to retrain."""
