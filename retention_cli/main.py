@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from retention.config import ConfigError, load_profile
 
@@ -49,15 +50,33 @@ def cmd_compile(args) -> int:
 
 
 def cmd_submit(args, which: str) -> int:
-    os.environ.setdefault("NO_GCE_CHECK", "true")  # never probe the metadata server
+    if args.dry_run:
+        # Never probe the metadata server; a real submission may need it (a task on Vertex AI).
+        os.environ.setdefault("NO_GCE_CHECK", "true")
     from pipelines import vertex
     from pipelines.compile import compile_pipeline
 
-    profile = _load(args)
-    template = args.template or compile_pipeline(profile, "vertex", profile.gcp.template_path)
+    profile = _profile_from_json(args.profile_json) if args.profile_json else _load(args)
+    pipeline = getattr(args, "pipeline", "training")
+    path = profile.gcp.template_path
+    if pipeline != "training":
+        path = str(Path(path).with_name(f"{Path(path).stem}-{pipeline}.yaml"))
+    template = args.template or compile_pipeline(profile, "vertex", path, pipeline)
     fn = vertex.submit if which == "submit" else vertex.schedule
-    print(json.dumps(fn(profile, template, dry_run=args.dry_run), indent=2)[:20000])
+    req = fn(profile, template, dry_run=args.dry_run, pipeline=pipeline)
+    print(json.dumps(req, indent=2)[:20000])
     return 0
+
+
+def _profile_from_json(text: str):
+    from pydantic import ValidationError
+
+    from retention.config import Profile
+
+    try:
+        return Profile.model_validate_json(text)
+    except ValidationError as err:
+        raise ConfigError(f"--profile-json: not a valid profile ({err})") from None
 
 
 def cmd_train_risk(args) -> int:
@@ -114,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["vertex", "kfp"], default="vertex")
     p.add_argument(
         "--pipeline",
-        choices=["training", "batch"],
+        choices=["training", "batch", "monitor"],
         default="training",
-        help="the training DAG, or the batch decisions (decide-batch)",
+        help="the training DAG, the batch decisions (decide-batch), or the monitor (which "
+        "submits training when a rule fires)",
     )
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_compile)
@@ -128,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         _profile_args(p)
         p.add_argument("--template", help="compiled YAML (default: compile now)")
+        p.add_argument(
+            "--profile-json",
+            help="the whole profile as JSON instead of --profile (what a pipeline task passes)",
+        )
+        p.add_argument(
+            "--pipeline",
+            choices=["training", "monitor"],
+            default="training",
+            help="the training DAG, or the monitor pipeline (schedule it to retrain on its "
+            "verdict instead of blindly)",
+        )
         p.add_argument(
             "--dry-run",
             action="store_true",
@@ -150,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serving(sub)
     _add_decide_batch(sub)
     _add_ab_report(sub)
+    _add_ope(sub)
+    _add_models(sub)
+    _add_monitor(sub)
     return parser
 
 
@@ -277,6 +311,38 @@ def cmd_ab_report(args) -> int:
     return 0
 
 
+def cmd_ope(args) -> int:
+    from retention.decision.ope_log import evaluate_policy, read_log
+    from retention.fileio import write_json
+
+    log = read_log(args.log, args.outcomes, args.observations)
+    est = evaluate_policy(args.policy, log, max_weight=args.max_weight, seed=args.seed)
+    print(f"{est.decisions} logged decisions; the logged policy earned {est.logged_value:.3f} each")
+    for name in ("ips", "snips", "dr"):
+        e = getattr(est, name)
+        print(f"  {name:<6} {e['value']:9.3f}  95 % [{e['low']:.3f}, {e['high']:.3f}]  "
+              f"ESS {e['ess']:.0f}  clipped {100 * e['clipped_share']:.1f} %")  # fmt: skip
+    print(f"  DR gain over the logged policy: [{est.gain_low:+.3f}, {est.gain_high:+.3f}]")
+    if args.out:
+        write_json(args.out, est.as_dict())
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _add_ope(sub) -> None:
+    p = sub.add_parser(
+        "ope", help="off-policy value of a policy export on a decision log (IPS, SNIPS, DR)"
+    )
+    p.add_argument("log", help="the ledger's export_decisions file (CSV or Parquet)")
+    p.add_argument("--policy", required=True, help="a policy export folder (policy.json)")
+    p.add_argument("--outcomes", required=True, help="request_id, reward")
+    p.add_argument("--observations", required=True, help="request_id + the 18 observation columns")
+    p.add_argument("--max-weight", type=float, default=20.0, help="importance-weight clip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the estimates as JSON here")
+    p.set_defaults(func=cmd_ope)
+
+
 def _add_ab_report(sub) -> None:
     p = sub.add_parser("ab-report", help="A/B report: retention uplift, revenue, spend and ROI")
     p.add_argument("outcomes", help="CSV/Parquet: customer_id, arm, contacted, offer_cost, ...")
@@ -284,6 +350,144 @@ def _add_ab_report(sub) -> None:
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the ROI")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_ab_report)
+
+
+def _registry(profile):
+    from retention.registry.registry import Registry
+    from retention.store.model_store import ModelStore
+
+    return Registry(ModelStore(profile.model_store))
+
+
+def _reload(url: str) -> dict:
+    """Ask a running serving stack to load the production release now."""
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--reload: expected an http(s) URL, got {url!r}")
+    endpoint = f"{url.rstrip('/')}/admin/reload"
+    req = urllib.request.Request(endpoint, method="POST", data=b"")  # noqa: S310 - checked
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310 - scheme checked
+            return json.loads(resp.read())
+    except OSError as err:
+        raise ConnectionError(f"reload at {url}: {err}") from None
+
+
+def cmd_models(args) -> int:
+    from retention.registry.registry import dumps, format_listing
+
+    profile = _load(args)
+    reg = _registry(profile)
+    if args.action == "list":
+        print(format_listing(reg.listing()))
+        return 0
+    if args.action == "show":
+        print(dumps(reg.get(reg.resolve(args.release)).model_dump()))
+        return 0
+    vertex = profile.registry.backend == "vertex" or args.vertex_dry_run
+    if args.vertex_dry_run or args.dry_run:
+        os.environ.setdefault("NO_GCE_CHECK", "true")  # a dry run never probes the network
+    if args.action == "upload":
+        from retention.registry.vertex import upload_release
+
+        entry = reg.get(reg.resolve(args.release))
+        promote = reg.aliases().get("champion") == entry.release
+        out = upload_release(profile, reg, entry, promote=promote, dry_run=args.vertex_dry_run)
+        print(dumps(out))
+        return 0
+    if args.dry_run:
+        target = reg.rollback_target() if args.action == "rollback" else reg.resolve(args.release)
+        print(f"would make {target} production (champion); nothing written")
+        if vertex:
+            from retention.registry.vertex import move_aliases
+
+            print(dumps(move_aliases(profile, reg.get(target), dry_run=True)))
+        return 0
+    pointer = reg.rollback() if args.action == "rollback" else reg.promote(args.release)
+    print(f"production is release {pointer['release']} ({args.action})")
+    if vertex:
+        from retention.registry.vertex import move_aliases
+
+        moved = move_aliases(profile, reg.get(pointer["release"]), dry_run=args.vertex_dry_run)
+        print(dumps(moved))
+    if profile.serving.apply:
+        from retention.deploy.apply import apply_manifests
+        from retention.deploy.manifests import render
+
+        print("applied:", ", ".join(apply_manifests(render(profile, pointer))))
+    if args.reload:
+        print(dumps(_reload(args.reload)))
+    return 0
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="the model registry: list, show, promote, rollback")
+    msub = p.add_subparsers(dest="action", required=True)
+    for name, help_ in (
+        ("list", "every registered release, newest first, with its aliases"),
+        ("show", "one release: metrics, gates, data fingerprint, code version"),
+        ("promote", "make a release (or the challenger) the champion: production"),
+        ("rollback", "make the previous champion production again"),
+        ("upload", "register a release in Vertex AI Model Registry"),
+    ):
+        q = msub.add_parser(name, help=help_)
+        _profile_args(q)
+        if name in ("show", "promote", "upload"):
+            q.add_argument("release", help="a release, or champion / challenger")
+        if name in ("promote", "rollback"):
+            q.add_argument("--dry-run", action="store_true", help="say what would change")
+            q.add_argument(
+                "--reload",
+                metavar="URL",
+                help="then ask the serving stack at URL to load it (POST URL/admin/reload)",
+            )
+        q.add_argument(
+            "--vertex-dry-run",
+            action="store_true",
+            help="print the Vertex AI Model Registry requests instead of sending them",
+        )
+        q.set_defaults(func=cmd_models, dry_run=False, reload=None)
+
+
+def cmd_monitor(args) -> int:
+    from retention.registry.monitor import act_on, monitor_release
+
+    profile = _load(args)
+    report, paths, stored = monitor_release(
+        profile,
+        args.decisions,
+        batch=args.batch,
+        outcomes=args.outcomes,
+        release=args.release,
+        out_dir=args.out,
+    )
+    print(report.summary())
+    print(f"report: {paths['html']} (json, gauges beside it); stored at {stored}", flush=True)
+
+    def retrain() -> int:
+        print("a rule fired: running the training DAG", flush=True)
+        return cmd_run(args)
+
+    code = act_on(report, retrain=args.retrain, run=retrain)
+    if code is not None:
+        return code
+    return 4 if report.retrain else 0
+
+
+def _add_monitor(sub) -> None:
+    p = sub.add_parser(
+        "monitor",
+        help="drift and calibration of what is served against the release; retrain or not",
+    )
+    _profile_args(p)
+    p.add_argument("--decisions", help="the decision log (default: monitoring.decisions)")
+    p.add_argument("--batch", help="new customer rows (default: monitoring.batch)")
+    p.add_argument("--outcomes", help="customer_id, churned (default: monitoring.outcomes)")
+    p.add_argument("--release", help="the release to judge (default: the champion)")
+    p.add_argument("--out", help="report folder (default: a temporary one; the store keeps one)")
+    p.add_argument("--retrain", action="store_true", help="run the training DAG when a rule fires")
+    p.set_defaults(func=cmd_monitor)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -256,7 +256,10 @@ def create_app(
     if extra is not None:
         extra(app)
     register_v1_endpoints(app, dataplane, repository)
-    register_v2(app, ServedV2Endpoints(dataplane, repository, versions or {}))
+    endpoints = ServedV2Endpoints(dataplane, repository, versions or {})
+    register_v2(app, endpoints)
+    # What serving.reload swaps when a new release is loaded without a restart.
+    app.state.model_registry, app.state.v2_endpoints = registry, endpoints
     app.add_exception_handler(ke.InvalidInput, client_error(400))
     app.add_exception_handler(ke.ModelNotFound, client_error(404))
     app.add_exception_handler(VersionNotFound, client_error(404))

@@ -38,7 +38,7 @@ from kserve.errors import InvalidInput
 
 from retention import catalogue
 from retention.catalogue import ModelSpec
-from retention.config import Profile
+from retention.config import Profile, WriterServeConfig
 from retention.contract import N_LEVELS, ContactContract
 from retention.models.preprocess import FeatureValueError
 from serving.protocol import Tensor, respond, rows_from
@@ -364,11 +364,16 @@ class WriterPredictor(Predictor):
     OUTPUTS = (Tensor("message", "BYTES"),)
 
     def __init__(
-        self, model_dir: str | Path, contract: ContactContract, cache_dir: str | None = None
+        self,
+        model_dir: str | Path,
+        contract: ContactContract,
+        cache_dir: str | None = None,
+        serve: WriterServeConfig | None = None,
     ):
         super().__init__(model_dir)
         self.contract = contract  # prompts state the offer in its words
         self.cache_dir = cache_dir
+        self.serve = serve or WriterServeConfig()
 
     def inputs(self) -> tuple[Tensor, ...]:
         # facts: a JSON object of what may be said (name, plan, tenure, ...), as text in V2.
@@ -377,12 +382,20 @@ class WriterPredictor(Predictor):
     @classmethod
     def from_profile(cls, profile: Profile, model_dir: str | Path) -> WriterPredictor:
         # The base model is rebuilt (tiny) or converted (smollm2) into the profile's cache.
-        return cls(model_dir, profile.contract, cache_dir=profile.writer.model.cache_dir)
+        return cls(
+            model_dir, profile.contract, profile.writer.model.cache_dir, profile.writer.serve
+        )
 
     def load(self) -> bool:
         from retention.messaging.writer import MessageWriter
 
-        self.writer = MessageWriter.load(self.model_dir, self.contract, cache_dir=self.cache_dir)
+        self.writer = MessageWriter.load(
+            self.model_dir,
+            self.contract,
+            cache_dir=self.cache_dir,
+            max_new_tokens=self.serve.max_new_tokens,
+            quantize_int8=self.serve.quantize_int8,
+        )
         self.ready = True
         return self.ready
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from kserve import Model
 from kserve.errors import InvalidInput, ModelNotReady
 
 from serving.protocol import loads_finite
@@ -80,7 +81,33 @@ def decision_route(loc_prefix: int) -> type[APIRoute]:
     return DecisionRoute
 
 
-def add_routes(app: FastAPI, t: RetentionTransformer) -> None:
+def add_assistant_route(app: FastAPI, assistant: Model) -> None:
+    """``POST /v1/models/assistant:predict``: the body parsed finite-only, a bad field a 400
+    naming it, an unloaded assistant a 503."""
+
+    async def ask(request: Request) -> Any:
+        """A business question answered from the release (``serving.assistant``)."""
+        try:
+            body = loads_finite(await request.body())
+        except InvalidInput as err:
+            return JSONResponse({"error": f"invalid request: {err}"}, status_code=400)
+        except ValueError as err:
+            return JSONResponse({"error": f"body: not valid JSON ({clip(err, 120)})"}, 400)
+        if not assistant.ready:
+            raise ModelNotReady(assistant.name)
+        try:
+            return await assistant.predict(body)
+        except InvalidInput as err:
+            return JSONResponse({"error": clip(err, 300)}, status_code=400)
+
+    app.router.add_api_route(
+        f"/v1/models/{assistant.name}:predict", ask, methods=["POST"], responses=ERRORS
+    )
+
+
+def add_routes(app: FastAPI, t: RetentionTransformer, assistant: Model | None = None) -> None:
+    if assistant is not None:
+        add_assistant_route(app, assistant)
     models = request_models(t.cfg.limits)
 
     async def decide(req: RetainRequest) -> dict[str, Any]:

@@ -401,6 +401,18 @@ class Experiment(Answer):
     propensity: float = Field(ge=0, le=1, description="P(this action) under the acting policy.")
 
 
+class Uplift(Answer):
+    expected_net_value: list[float] = Field(
+        description="Per offer level: the expected value saved minus the expected spend of a "
+        "contact now (currency), from the risk, accept and value models: what the policy weighs."
+    )
+    offer_effect: float = Field(
+        ge=0,
+        description="The offer's effect on this customer relative to the average one (the "
+        "uplift model's scale); 1.0, the average, when the request carries no campaign facts.",
+    )
+
+
 class RetainAnswer(Answer):
     """The decision, the message (shielded) and everything it was based on."""
 
@@ -416,6 +428,14 @@ class RetainAnswer(Answer):
         default=None, description="The 12-month value offers were priced with, and its interval."
     )
     phase_health: PhaseHealth | None
+    uplift: Uplift | None = Field(
+        default=None, description="Null when the risk or accept model is down."
+    )
+    segment: str | None = Field(
+        default=None,
+        description="The released RFM segment of the customer's order facts (days_since_last, "
+        "frequency, total_spend); null when it sent none or the release has no segments.",
+    )
     experiment: Experiment
     models: dict[str, str] = Field(description="Predictor name -> the model version it serves.")
     degraded: list[str] = Field(description="Predictors that failed and were replaced by rules.")

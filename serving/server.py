@@ -161,6 +161,18 @@ def policy_context(profile: Profile, model_dir: str | Path | None = None):
         return PolicyContext(env=profile.decision.env)
 
 
+def segment_model(profile: Profile, model_dir: str | Path | None = None):
+    """The released segmentation (``model_dir``: a mount, else the store's production one), or
+    None, logged, when the release has none: answers then carry no segment."""
+    from retention.insights.segments import SegmentModel
+
+    try:
+        return SegmentModel(model_dir or _store(profile).resolve("segments"))
+    except (LookupError, OSError, KeyError, ValueError) as err:
+        log.warning("no released segments (%s): answers carry no segment", err)
+        return None
+
+
 def build_transformer(
     profile: Profile,
     predictor_urls: dict[str, str],
@@ -198,9 +210,13 @@ def build_transformer(
         profile.contract,
         versions,
         local=by_name,
+        segments=segment_model(profile, Path(model_root) / "segments" if model_root else None),
     )
     t.load()
-    return t, (lambda app: add_routes(app, t))
+    from serving.assistant import build_assistant
+
+    assistant = build_assistant(profile, Path(model_root) / "segments" if model_root else None)
+    return t, (lambda app: add_routes(app, t, assistant))
 
 
 def run_app(app, host: str, port: int) -> None:
@@ -230,6 +246,11 @@ def serve_model(profile: Profile, name: str, host: str, port: int, model_dir: st
         versions=versions,
         max_body_bytes=profile.serving.limits.max_body_bytes,
     )
+    if model_dir is None:  # from the store: follow its production pointer on /admin/reload
+        from serving.reload import install
+
+        hosted = [m.name for m in models if m.name != catalogue.ORCHESTRATOR]
+        install(app, profile, hosted, t if name == catalogue.ORCHESTRATOR else None)
     run_app(app, host, port)
 
 
@@ -284,6 +305,9 @@ def serve_stack(profile: Profile, argv_profile: list[str], host: str, port: int)
             versions=served_versions(profile),
             max_body_bytes=profile.serving.limits.max_body_bytes,
         )
+        from serving.reload import install
+
+        install(app, profile, list(transformer.hops.local), transformer)
         where = ", ".join(f"{n} {transformer.hops.where(n)}" for n in transformer.hops.names())
         print(
             f"retention stack on http://{host}:{port} ({where}); try:\n"

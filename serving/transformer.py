@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +30,10 @@ from pydantic import ValidationError
 from retention import catalogue
 from retention.config import RetentionEnvConfig, ServingConfig
 from retention.contract import ContactContract, period_progress
-from retention.decision.observe import LiveCustomer, observation
+from retention.decision.observe import LiveCustomer, observation, uplift_by_level
 from retention.decision.rules import RuleDecision, business_as_usual, next_best_action, risk_level
 from retention.experiments.ab import assign_arm
+from retention.insights.segments import SegmentModel
 from retention.messaging.shield import shielded, template_message
 from retention.models.ltv import CustomerValue
 from serving import metrics
@@ -44,6 +45,7 @@ from serving.ledger import (
     LedgerView,
     Proposal,
     RequestIdConflictError,
+    release_of,
 )
 from serving.schema import CustomerFacts, RetainRequest, parse_request
 
@@ -88,6 +90,7 @@ class RetentionTransformer(Model):
         versions: dict[str, str] | None = None,
         name: str = catalogue.ORCHESTRATOR,
         local: Mapping[str, Predictor] | None = None,
+        segments: SegmentModel | None = None,
     ):
         super().__init__(name)
         self.cfg = cfg
@@ -98,6 +101,8 @@ class RetentionTransformer(Model):
         # Prices, messages and the shield follow it; the ledger enforces its limits.
         self.contract = contract
         self.versions = versions or {}
+        # The released segmentation: a customer's segment from the RFM facts it sends.
+        self.segments = segments
 
     def load(self) -> bool:
         self.ready = True
@@ -136,6 +141,12 @@ class RetentionTransformer(Model):
         if view.answer is not None:
             return view.answer  # an idempotent retry: the first answer, nothing re-decided
         features = {**facts.extras(), "tenure": facts.tenure, "plan": facts.plan}
+        segment = None
+        if self.segments is not None:
+            try:
+                segment = self.segments.segment_of(features)
+            except ValueError as err:
+                raise InvalidInput(f"customer_facts: {err}") from None
         arm = assign_arm(facts.customer_id, self.cfg.experiment)
         degraded: list[str] = []
 
@@ -160,10 +171,18 @@ class RetentionTransformer(Model):
             metrics.FALLBACKS.labels(LTV).inc()
             log.warning("%s unavailable (%s): the book's mean value", LTV, unavailable)
         value = valued.value
+        uplift = None
+        if churn is not None and accept is not None:
+            live = self._live(view, churn, accept, value, now)
+            gains = uplift_by_level(live, self.policy.env, self.contract)
+            uplift = {"expected_net_value": [round(float(g), 4) for g in gains],
+                      "offer_effect": live.effect}  # fmt: skip
 
         proposal = await self.propose(
             arm, facts, churn, accept, value, now, view, degraded, timeout
         )
+        # Recorded with the decision, for the monitor: the served score and the deciding release.
+        proposal = replace(proposal, churn_probability=churn, release=release_of(self.versions))
         # The message exists (written or templated, and shielded) before the write, so the one
         # write transaction can store the complete answer. A limit the read already shows broken
         # stays broken in the write: such a contact gets no message that would never be sent.
@@ -209,6 +228,8 @@ class RetentionTransformer(Model):
                 "accept_probability": accept,
                 "value": valued.model_dump(),
                 "phase_health": _phase_health(hops[2]) if len(hops) > 2 and hops[2].ok else None,
+                "uplift": uplift,
+                "segment": segment,
                 "experiment": {
                     "name": self.cfg.experiment.name,
                     "arm": decided.arm,

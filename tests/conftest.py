@@ -38,3 +38,12 @@ def tiny_run(tmp_path_factory):
         timeout=900,
     )
     return tmp, proc
+
+
+@pytest.fixture(scope="session")
+def insights_release(tmp_path_factory):
+    """The models the dashboard and the assistant read, pushed once per session:
+    (profile, splits dir)."""
+    from tests.insights_fixtures import build_insights_release
+
+    return build_insights_release(tmp_path_factory.mktemp("insights"))

@@ -87,6 +87,12 @@ def _ltv(profile: Profile, splits: Path, out: Path) -> None:
     train_ltv(profile, splits, out)
 
 
+def _uplift(profile: Profile, splits: Path, out: Path) -> None:
+    from retention.models.uplift import train_uplift
+
+    train_uplift(profile, splits, out)
+
+
 def export_untrained_policy(profile: Profile, model_dir: Path) -> None:
     """The PPO module RLlib would start training from, exported as ``train_ppo`` exports one."""
     import gymnasium as gym
@@ -121,34 +127,81 @@ def _writer(profile: Profile, splits: Path, out: Path) -> None:
     train_sft(profile, out)
 
 
+def _segments(profile: Profile, splits: Path, out: Path) -> None:
+    from retention.insights.segments import train_segments
+
+    train_segments(profile, splits, out.parent / "ltv", out)  # ltv is built before it
+
+
+def _narratives(profile: Profile, splits: Path, out: Path) -> None:
+    from retention.insights.narratives import train_narratives
+
+    # Templates only: the tiny random model's drafts are rejected anyway (tests/test_narratives).
+    cfg = profile.model_copy(deep=True)
+    cfg.insights.narratives.use_llm = False
+    train_narratives(cfg, out.parent / "phase_health", out.parent / "segments", out)
+
+
 # How each released model of the catalogue is made here, by catalogue name.
 BUILDERS: dict[str, Callable[[Profile, Path, Path], None]] = {
     "risk": _risk,
     "accept": _accept,
     "phase_health": _phase_health,
     "ltv": _ltv,
+    "segments": _segments,
+    "narratives": _narratives,
+    "uplift": _uplift,
     "policy": _policy,
     "writer": _writer,
 }
 
 
+# Trained tiny releases of this test session, by what training read: modules that train the
+# same profile share one training and each push it into a model store of their own.
+_TRAINED: dict[str, Path] = {}
+
+
+def _training_key(profile: Profile) -> str:
+    import hashlib
+    import json
+
+    doc = profile.model_dump(
+        mode="json", exclude={"model_store", "serving", "batch", "registry", "monitoring", "gcp"}
+    )
+    doc["writer"]["model"].pop("cache_dir", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
 def build_release(profile: Profile, root: Path) -> dict:
-    """Tiny data, every released model, one real push; returns the ``production`` pointer."""
+    """Tiny data, every released model, one real push into ``profile.model_store``; returns the
+    ``production`` pointer. The training runs once per session for the same training config;
+    the data, the splits and the trained models stay in the first caller's ``root``."""
     from retention.data.ingest import ingest
     from retention.data.split import split
-    from retention.store.push import push_models
+    from retention.registry.release import push_models
 
     missing = [s.name for s in catalogue.released() if s.name not in BUILDERS]
     if missing:
         raise AssertionError(f"no tiny builder for the released model(s) {missing}")
-    ingest(profile, root / "data")
-    split(profile, root / "data", root / "splits")
-    trained = {}
-    for spec in catalogue.released():
-        out = root / "trained" / spec.name
-        BUILDERS[spec.name](profile, root / "splits", out)
-        trained[spec.name] = out
-    return push_models(profile, trained, metadata={"source": "tests.serving_fixtures"})
+    key = _training_key(profile)
+    built = _TRAINED.get(key)
+    if built is None:
+        built = root
+        ingest(profile, root / "data")
+        split(profile, root / "data", root / "splits")
+        for spec in catalogue.released():
+            BUILDERS[spec.name](profile, root / "splits", root / "trained" / spec.name)
+        _TRAINED[key] = built
+    elif built != root:
+        # The callers read the splits and trained folders under their own root.
+        import shutil
+
+        for part in ("data", "splits", "trained"):
+            shutil.copytree(built / part, root / part, dirs_exist_ok=True)
+    trained = {spec.name: root / "trained" / spec.name for spec in catalogue.released()}
+    return push_models(
+        profile, trained, metadata={"source": "tests.serving_fixtures"}, splits=root / "splits"
+    )
 
 
 class LoopbackServer:

@@ -32,12 +32,15 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     # released rule is its policy.json alone, PPO is the TorchScript net beside it.
     (metrics,) = (tmp / "runs").glob("*/ppo-decision/model/metrics.json")
     released = json.loads(metrics.read_text())
-    assert released["released"] in ("ppo", "risk_threshold")
-    assert released["uplift_vs_best_baseline"] >= 0
+    assert released["released"] in ("ppo", "risk_threshold", "lagrangian")
+    assert released["released_reason"]
+    assert released["released_vs_best_baseline_low"] >= 0
     meta = json.loads((policy_dir / "policy.json").read_text())
     assert (policy_dir / "policy.pt").is_file() == (released["released"] == "ppo")
-    assert ("rule" in meta) == (released["released"] == "risk_threshold")
+    assert meta.get("rule", {}).get("kind", "ppo") == released["released"]
+    assert "gate PASS: policy.released_vs_best_baseline_low" in proc.stdout
     assert "gate PASS: policy.fatigue_violations" in proc.stdout
+    assert "gate PASS: uplift.test_qini" in proc.stdout
     writer_dir = tmp / "model-store" / "writer" / prod["models"]["writer"]
     assert (writer_dir / "ppo_adapter" / "adapter_config.json").is_file()
     assert (writer_dir / "sft_adapter" / "adapter_config.json").is_file()
@@ -60,6 +63,18 @@ def test_tiny_profile_trains_gates_and_pushes(tiny_run):
     assert str(log) in proc.stdout
     assert '"config_json"' not in proc.stdout and "customers_per_episode" not in proc.stdout
     assert len(proc.stdout.splitlines()) < 150
+    # The push registered the release: its registry entry and training reference are in the
+    # model store, and it is the champion (the production pointer's alias).
+    release = prod["release"]
+    entry = json.loads((tmp / "model-store" / "registry" / f"{release}.json").read_text())
+    assert entry["release"] == release and entry["passed"] is True and entry["gates"]
+    assert entry["models"] == {s.name: release for s in catalogue.released()}
+    assert entry["data"]["fingerprint"] and entry["code_version"]
+    assert entry["reference"] == f"reference/{release}.json"
+    reference = json.loads((tmp / "model-store" / entry["reference"]).read_text())
+    assert reference["release"] == release and "tenure" in reference["features"]
+    assert prod["aliases"]["champion"] == release
+    assert f"pushed release {release} to " in proc.stdout and "(production)" in proc.stdout
 
 
 def _plain(text: str) -> str:

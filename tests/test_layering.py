@@ -17,8 +17,11 @@ LAYERS = (
     (),
     ("data",),
     ("models",),
-    ("evaluation", "decision", "messaging", "experiments"),
+    ("evaluation", "decision", "messaging", "experiments", "monitoring"),
     ("store", "deploy"),
+    # Insights read the released models and phrase them with the writer's base model; the
+    # registry pushes releases (store), their manifests (deploy) and references (monitoring).
+    ("insights", "registry"),
 )
 
 

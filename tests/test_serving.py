@@ -336,6 +336,9 @@ def test_retain_answers_the_contract(profile, predictor_server, tmp_path):
     assert out["models"] == production_versions(profile)
     assert set(out["models"]) == set(catalogue.services())
     assert 0 <= out["risk"]["churn_probability"] <= 1
+    # What the policy weighed: the expected net value of a contact at each level, for an
+    # average responder (the request carries no campaign facts).
+    assert len(out["uplift"]["expected_net_value"]) == 4 and out["uplift"]["offer_effect"] == 1.0
     if out["decision"]["contact"]:
         assert out["message"] and "Sam" in out["message"]
         assert out["safety"]["replaced_by_template"] is not out["safety"]["passed"]
@@ -433,7 +436,7 @@ def test_a_killed_predictor_falls_back_and_says_so(profile, predictors, tmp_path
     out = after.json()
     assert {"risk", "accept", "policy"} <= set(out["degraded"])
     assert out["decision"]["source"] == "rules"
-    assert out["risk"]["churn_probability"] is None
+    assert out["risk"]["churn_probability"] is None and out["uplift"] is None
     if out["decision"]["contact"]:
         # The writer is down too: the template, still shielded.
         assert "writer" in out["degraded"] and out["safety"]["passed"] is True
@@ -562,10 +565,13 @@ def test_colocated_manifests_mount_the_models_in_the_one_retention_service():
     assert all(validate_inference_service(d) == [] for d in docs)
     retention = docs[-1]["spec"]["predictor"]
     colocated = [s for s in catalogue.served() if s.service != "writer"]
-    # One storageUris entry per co-located model, its release URI under /mnt/models/SERVICE.
+    # One storageUris entry per co-located model, its release URI under /mnt/models/SERVICE,
+    # and the segments the orchestrator reads itself (answers' segments, the assistant).
     assert retention["storageUris"] == [
-        {"uri": POINTER["uris"][s.name], "mountPath": f"/mnt/models/{s.service}"} for s in colocated
-    ]
+        *({"uri": POINTER["uris"][s.name], "mountPath": f"/mnt/models/{s.service}"}
+          for s in colocated),
+        {"uri": POINTER["uris"]["segments"], "mountPath": "/mnt/models/segments"},
+    ]  # fmt: skip
     container = retention["containers"][0]
     assert container["args"][:2] == ["serve-model", catalogue.ORCHESTRATOR]
     assert container["args"][-2:] == ["--model-dir", "/mnt/models"]
@@ -599,8 +605,12 @@ def test_push_writes_the_manifests_of_the_release_it_pushed(release):
             for e in d["spec"]["predictor"]["containers"][0]["env"] if e["name"] == "STORAGE_URI"}  # fmt: skip
     uris |= {m["mountPath"].rsplit("/", 1)[-1]: m["uri"] for d in docs
              for m in d["spec"]["predictor"].get("storageUris", [])}  # fmt: skip
-    # Every served model once: its own service's STORAGE_URI, or mounted in the orchestrator.
-    assert uris == {s.service: pointer["uris"][s.name] for s in catalogue.served()}
+    # Every served model once: its own service's STORAGE_URI, or mounted in the orchestrator
+    # (with the segments when co-located).
+    want = {s.service: pointer["uris"][s.name] for s in catalogue.served()}
+    if profile.serving.colocated():
+        want["segments"] = pointer["uris"]["segments"]
+    assert uris == want
     assert all(validate_inference_service(d) == [] for d in docs)
 
 
@@ -893,3 +903,25 @@ def test_a_colocated_orchestrator_loads_its_models_from_the_mounts(profile, tmp_
     assert t.policy.available  # its metadata read from the policy's mount
     assert t.versions["risk"] == "mounted-7"
     t.ledger.close()
+
+
+def test_an_answer_names_the_customers_segment_from_its_order_facts(
+    profile, predictor_server, tmp_path
+):
+    from retention.insights.segments import SegmentModel
+    from serving.server import _store
+
+    _, app = _transformer(profile, tmp_path, _urls(predictor_server.url), treatment_share=1.0)
+    segments = SegmentModel(_store(profile).resolve("segments"))
+    rfm = {"days_since_last": 12, "frequency": 6, "total_spend": 480.0}
+    facts = {**FACTS, "customer_id": "c-seg", **rfm}
+    plain, with_rfm, partial = _post_all(app, [
+        {"request_id": "s-1", "customer_facts": FACTS, "send_at": DAYTIME},
+        {"request_id": "s-2", "customer_facts": facts, "send_at": DAYTIME},
+        {"request_id": "s-3", "customer_facts": {**FACTS, "customer_id": "c-s3", "frequency": 2},
+         "send_at": DAYTIME},
+    ])  # fmt: skip
+    assert plain.status_code == 200 and plain.json()["segment"] is None
+    assert with_rfm.status_code == 200, with_rfm.text
+    assert with_rfm.json()["segment"] == segments.assign([rfm])[0]
+    assert partial.status_code == 400 and "days_since_last" in partial.text

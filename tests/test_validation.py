@@ -96,6 +96,8 @@ def test_ingest_writes_nothing_when_one_file_is_bad(tiny, tmp_path):
 
 def test_ingest_synthetic_has_every_dataset(tiny, tmp_path):
     manifest = ingest(tiny, tmp_path / "ds")
-    assert set(manifest["datasets"]) == {"customers", "offers", "journey", "orders", "messages"}
+    assert set(manifest["datasets"]) == {
+        "customers", "offers", "journey", "orders", "messages", "campaign"
+    }  # fmt: skip
     assert manifest["datasets"]["journey"]["rows"] == tiny.data.journey.rows * 6
     assert 0.1 < manifest["datasets"]["customers"]["positive_rate"] < 0.45

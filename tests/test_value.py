@@ -90,6 +90,7 @@ def test_the_transformer_values_book_customers_as_the_book_did(built, server, tm
         root / "trained" / "risk",
         root / "trained" / "accept",
         root / "trained" / "ltv",
+        root / "trained" / "uplift",
     )
     t, app = _transformer(profile, tmp_path, _urls(server.url), mode)
     # The policy's observations, as the transformer sends them (the real hop, observed).

@@ -160,6 +160,9 @@ def render(profile: Profile, pointer: dict[str, Any]) -> list[dict[str, Any]]:
     args = ["serve-model", catalogue.ORCHESTRATOR, *profile_args,
             "--set", "serving.predictor_urls=$(RETENTION_PREDICTOR_URLS)",
             "--set", "serving.ledger.url=$(RETENTION_LEDGER_URL)"]  # fmt: skip
+    if mounts and uris.get("segments"):
+        # Not a predictor: the orchestrator reads it itself (an answer's segment, the assistant).
+        mounts.append({"uri": uris["segments"], "mountPath": f"{MOUNT}/segments"})
     if mounts:
         args += ["--model-dir", MOUNT]
         env.append({"name": MODEL_VERSIONS_ENV, "value": json.dumps(mounted, sort_keys=True)})
