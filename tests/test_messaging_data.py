@@ -132,3 +132,11 @@ def test_wording_that_no_message_can_pass_is_named():
     )
     with pytest.raises(ValueError, match=r"contract\.offers\[1\].*contains 'guaranteed'"):
         examples(50, 0, bad)
+
+
+def test_the_prompt_states_the_tenure_with_its_unit():
+    user = build_prompt({"name": "Sam", "plan": "Pro", "tenure": 5}, 1, C)[1]["content"]
+    facts = json.loads(user.split("Facts: ", 1)[1].split("\n", 1)[0])
+    assert facts == {"name": "Sam", "plan": "Pro", "tenure": "5 months"}
+    one = build_prompt({"name": "Sam", "tenure": 1}, 1, C)[1]["content"]
+    assert '"tenure": "1 month"' in one

@@ -74,7 +74,7 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     from retention.config import load_profile
     from retention.messaging.ppo_text import train_ppo_text
     from retention.messaging.reward import train_rm
-    from retention.messaging.sft import eval_examples, train_sft
+    from retention.messaging.sft import train_sft
     from retention.results import WriterResult
 
     profile = load_profile("tiny", overrides=[
@@ -95,10 +95,15 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     assert again["accuracy"] == rm_metrics.accuracy
     assert again["mean_margin"] == pytest.approx(rm_metrics.mean_margin, rel=0.05, abs=1e-3)
     m = train_ppo_text(profile, tmp_path / "sft", tmp_path / "rm", tmp_path / "ppo")
-    assert m.updates == 2 and 0.0 <= m.win_rate_rm <= 1.0
-    assert 0.0 <= m.win_rate_checklist <= 1.0
-    # A random tiny model fails every check; the shield's fallback passes every one.
-    assert m.violation_rate_before_shield == 1.0 and m.violation_rate_after_shield == 0.0
+    assert m.updates == 2 and 0.0 <= m.win_rate_rm_low <= m.win_rate_rm <= m.win_rate_rm_high
+    assert 0.0 <= m.win_rate_checklist_low <= m.win_rate_checklist <= m.win_rate_checklist_high
+    # A random tiny model fails every check: neither LLM writer is released, the template is,
+    # and the release says why; what it sends passes the shield.
+    assert m.eval_prompts == profile.writer.release.eval_prompts
+    assert m.ppo_pass_rate_as_written == m.sft_pass_rate_as_written == 0.0
+    assert m.released == "template" and "neither language model" in m.release_reason
+    assert m.pass_rate_as_written == 0.0 and m.violation_rate_after_shield == 0.0
+    assert m.mean_kl_to_reference == 0.0 and m.distinct_2_vs_reference < 0.8
     assert m.final_kl_coef != 0.1  # the controller moved
     saved = WriterResult.load(tmp_path / "ppo" / "metrics.json")
     assert saved == m
@@ -109,23 +114,74 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     assert (model / "sft_adapter" / "adapter_config.json").is_file()
     # Serving's writer: both adapters merged into the base, the same greedy text as the
     # PPO policy that was just evaluated.
+    from retention.fileio import read_json, write_json
+    from retention.messaging.ppo_text import release_examples
+    from retention.messaging.shield import template_message
     from retention.messaging.writer import MessageWriter, WriterLoadError
 
+    first = release_examples(profile)[:1]
+    facts, levels = [e.facts for e in first], [e.offer_level for e in first]
+    released = MessageWriter.load(model, profile.contract, max_new_tokens=6)
+    assert released.released == "template" and released.model is None
+    assert released.write(facts, levels) == [
+        template_message(facts[0], levels[0], profile.contract)
+    ]
+    assert saved.details["samples"][0] == released.write(facts, levels)[0]
+    # The same folder released as PPO: both adapters merged, the PPO policy's greedy text.
+    meta = read_json(model / "writer.json")
+    write_json(model / "writer.json", {**meta, "released": "ppo"})
     writer = MessageWriter.load(model, profile.contract, max_new_tokens=6)
     assert writer.write([{"name": "Sam", "plan": "Pro"}], [2]) == writer.write(
         [{"name": "Sam", "plan": "Pro"}], [2]
     )
-    assert (
-        saved.details["samples"][0]
-        == writer.write(
-            [ex.facts for ex in eval_examples(profile)[:1]],
-            [ex.offer_level for ex in eval_examples(profile)[:1]],
-        )[0]
-    )
+    assert saved.details["ppo_samples"][0] == writer.write(facts, levels)[0]
     text, n_new, seconds = writer.timed_write({"name": "Sam"}, 1)
     assert 0 < n_new <= 6 and seconds > 0
+    write_json(model / "writer.json", {**meta, "released": "sft"})
+    sft_writer = MessageWriter.load(model, profile.contract, max_new_tokens=6)
+    assert saved.details["sft_samples"][0] == sft_writer.write(facts, levels)[0]
+    # int8 dynamic quantization of the linear layers: still a writer, on the CPU.
+    q = MessageWriter.load(model, profile.contract, max_new_tokens=6, quantize_int8=True)
+    assert "DynamicQuantizedLinear" in repr(q.model) and isinstance(q.write(facts, levels)[0], str)
+    write_json(model / "writer.json", {**meta, "released": "best"})
+    with pytest.raises(WriterLoadError, match="released 'best' is not a writer"):
+        MessageWriter.load(model, profile.contract)
     with pytest.raises(WriterLoadError, match="writer.json is missing"):
         MessageWriter.load(tmp_path / "rm", profile.contract)
+
+
+def test_win_rate_counts_ties_half_with_an_interval():
+    from retention.messaging.ppo_text import win_rate
+
+    a, b = np.array([1.0, 2.0, 3.0, 3.0]), np.array([0.0, 3.0, 3.0, 1.0])
+    rate, low, high = win_rate(a, b, 0.95)
+    assert rate == pytest.approx((1 + 0 + 0.5 + 1) / 4) and low < rate < high
+    # Violations: fewer is better; all ties is exactly 0.5 with no room either side.
+    assert win_rate(np.zeros(64), np.zeros(64), 0.95, lower_is_better=True) == (0.5, 0.5, 0.5)
+    rate, low, _ = win_rate(np.zeros(64), np.ones(64), 0.95, lower_is_better=True)
+    assert rate == 1.0 and low == 1.0
+
+
+@pytest.mark.parametrize(
+    ("ppo", "sft", "rm_low", "check_low", "released"),
+    [
+        (0.98, 0.96, 0.6, 0.55, "ppo"),  # PPO wins by both judges and passes the bar
+        (0.98, 0.96, 0.6, 0.45, "sft"),  # not by the checklist: SFT
+        (0.98, 0.96, 0.45, 0.6, "sft"),  # not by the RM: SFT
+        (0.90, 0.96, 0.6, 0.6, "sft"),  # PPO wins but misses the bar: SFT
+        (0.97, 0.80, 0.4, 0.4, "ppo"),  # SFT misses the bar, PPO meets it
+        (0.90, 0.80, 0.6, 0.6, "template"),  # neither meets the bar
+    ],
+)
+def test_release_is_champion_challenger(ppo, sft, rm_low, check_low, released):
+    from retention.config import WriterReleaseConfig
+    from retention.messaging.ppo_text import release_decision
+
+    judged = {"ppo_pass_rate": ppo, "sft_pass_rate": sft, "win_rate_rm": rm_low + 0.1,
+              "win_rate_rm_low": rm_low, "win_rate_checklist": check_low + 0.1,
+              "win_rate_checklist_low": check_low}  # fmt: skip
+    got, why = release_decision(judged, WriterReleaseConfig())
+    assert got == released and why
 
 
 def test_bf16_only_where_the_hardware_has_it(monkeypatch):

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from retention.contract import ContactContract, ContactLimits
+from retention.data.synthetic import PLANS
 from retention.messaging.shield import (
     NEUTRAL_NAME,
     check_message,
@@ -156,7 +157,9 @@ def test_real_names_pass(name):
 
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
 def test_template_message_always_passes(level):
-    for facts in (FACTS, {"name": "Ana María"}, {"name": INJECTION, "plan": "<b>x</b>"}):
+    plans = [{**FACTS, "plan": plan, "tenure": t} for plan in PLANS for t in (1, 3, 12, 71)]
+    odd = [{**FACTS, "plan": p} for p in ("Pro until 2027", "More Data 5G", "Ends Friday")]
+    for facts in (*plans, *odd, {"name": "Ana María"}, {"name": INJECTION, "plan": "<b>x</b>"}):
         msg = template_message(facts, level, C)
         assert check_message(msg, facts, level, C).passed, (
             msg,
@@ -252,4 +255,149 @@ def test_a_message_with_a_link_fails(link):
     ],
 )
 def test_ordinary_text_is_not_taken_for_contact_data(text):
-    assert check_message(text, FACTS, 2, C).passed, check_message(text, FACTS, 2, C)
+    # A decimal and a date are not a phone number or a link (they are stray numbers, though:
+    # the prompt gave neither).
+    found = rules(check_message(text, FACTS, 2, C))
+    assert not {"other_customer_data", "link"} & set(found), found
+
+
+# ------------------------------------------------------------------- the checklist rules
+
+SERGEI = (
+    "Hi valued customer, thanks for staying for 4 months with us. Enjoy 5% off your next bill "
+    "if you stayed for 4 months.\nCepгeй on 4 months.\nCepгeй on 4 months.\nCep"
+)
+MARIA = (
+    "Hi valued customer, … Enjoy 5% off your next 4 months if you stay.\n\nMaría José thank "
+    "you.\n\nEnd of 4 months stay with us.\n\nPaid 4.0 on next 4 months"
+)
+INJECTED = (
+    "Hi valued customer, … Enjoy 15% off your next 4 months with us.\n\nEnd of 4 months with "
+    "us.\n\nThanks for staying with us.\n\nY"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "level", "text", "broken"),
+    [
+        (
+            "Сергей",
+            1,
+            SERGEI,
+            {"greeting", "paragraphs", "repetition", "cut_off", "invented_terms"},
+        ),
+        ("María José", 1, MARIA, {"greeting", "paragraphs", "cut_off", "invented_terms"}),
+        (
+            INJECTION,
+            3,
+            INJECTED,
+            {"greeting", "paragraphs", "repetition", "cut_off", "invented_terms"},
+        ),
+    ],
+)
+def test_the_messages_the_old_shield_let_through_now_fail(name, level, text, broken):
+    # Sent by `make serve` with "safety": {"passed": true} before these rules (issue 15).
+    facts = {"name": name, "plan": "Basic", "tenure": 4}
+    r = check_message(text, facts, level, C)
+    assert not r.passed and broken <= set(rules(r)), r.violations
+    sent, _ = shielded(text, facts, level, C)
+    assert sent == template_message(facts, level, C) and check_message(sent, facts, level, C).passed
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        (
+            "Hi valued customer, thanks for 17 months with us on Pro. Enjoy 10% off your next three "
+            "bills, Sam.",
+            "greeting",
+        ),
+        (
+            "Thanks for 17 months with us on Pro, Sam. Enjoy 10% off your next three bills.",
+            "greeting",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro.\nEnjoy 10% off your next three bills.",
+            "paragraphs",
+        ),
+        (
+            "Hi Sam, enjoy 10% off your next three bills. Enjoy 10% off your next three bills.",
+            "repetition",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro, with us on Pro. Enjoy 10% off your next "
+            "three bills.",
+            "repetition",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. Enjoy 10% off your next three bills, just "
+            "repl",
+            "cut_off",
+        ),
+        (
+            "Hi Sam, thanks for 24 months with us on Pro. Enjoy 10% off your next three bills.",
+            "stray_number",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. Call 2 of us and get 10% off your next "
+            "three bills.",
+            "stray_number",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. We add 10% to your next three bills.",
+            "offer_direction",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. Enjoy 10% more on your next three bills.",
+            "offer_direction",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. Enjoy 10% off your next six bills.",
+            "invented_terms",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. Enjoy 10% off for a year, just reply YES.",
+            "invented_terms",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. Enjoy 10% off your next three bills "
+            "until Friday.",
+            "invented_terms",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. Enjoy 10% off your next three bills if "
+            "you renew for a year.",
+            "invented_terms",
+        ),
+        (
+            "Hi Sam, thanks for 17 months with us on Pro. Enjoy 10% off your next three bills if "
+            "you stay for 12 months.",
+            "invented_terms",
+        ),
+    ],
+)
+def test_each_checklist_rule_is_named(text, rule):
+    r = check_message(text, FACTS, 2, C)
+    assert not r.passed and rule in rules(r), r.violations
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD,
+        "Sam, it has been 17 months since you joined Pro. Here is 10% off your next three bills "
+        "if you stay.",
+        "Dear Sam, we value your 17 months on the Pro plan. Stay with us and get 10% off your "
+        "next three bills!",
+        "Hello Sam, thanks for 17 months with us. Enjoy a 10% discount on your next three bills.",
+    ],
+)
+def test_ordinary_good_messages_pass_the_checklist(text):
+    assert check_message(text, FACTS, 2, C).passed, check_message(text, FACTS, 2, C).violations
+
+
+def test_a_neutral_greeting_is_the_one_for_an_unsafe_name():
+    facts = {**FACTS, "name": INJECTION}
+    assert check_message(GOOD.replace("Sam", "there"), facts, 2, C).passed
+    r = check_message(GOOD.replace("Sam", "valued customer"), facts, 2, C)
+    assert rules(r) == ["greeting"]

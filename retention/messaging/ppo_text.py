@@ -19,6 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,8 @@ from retention.messaging.ppo_math import (
     whiten,
 )
 from retention.messaging.reward import RewardScorer
-from retention.messaging.sft import distinct_2, eval_examples, generate, lora_config
-from retention.messaging.shield import check_message, shielded
+from retention.messaging.sft import EVAL_SEED_OFFSET, distinct_2, generate, lora_config
+from retention.messaging.shield import check_message, shielded, template_message
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
 from retention.progress import Progress
 from retention.results import WriterResult
@@ -148,27 +149,52 @@ def _adapter_dir(d: str | Path) -> Path:
     return d / MODEL_DIR if (d / MODEL_DIR / "adapter_config.json").is_file() else d
 
 
-def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) -> dict[str, Any]:
-    """PPO writer against the SFT writer (adapter disabled) on held-out prompts."""
+def win_rate(a: np.ndarray, b: np.ndarray, confidence: float, lower_is_better: bool = False):
+    """(rate, low, high): how often ``a`` beats ``b`` on the same prompts, ties counting half,
+    with a normal interval on the mean of the paired outcomes."""
+    if lower_is_better:
+        a, b = -a, -b
+    wins = (a > b) + 0.5 * (a == b)
+    n = len(wins)
+    rate = float(wins.mean())
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    half = z * float(wins.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.5
+    return rate, max(0.0, rate - half), min(1.0, rate + half)
+
+
+def release_decision(judged: dict[str, Any], cfg) -> tuple[str, str]:
+    """(released, why): PPO only if it beats SFT by the RM and by the checklist, each interval
+    above 0.5, and passes the bar; else SFT if it passes the bar; the template if neither LLM
+    writer does (``cfg``: ``writer.release``)."""
+    bar = cfg.min_pass_rate
+    ppo_ok, sft_ok = judged["ppo_pass_rate"] >= bar, judged["sft_pass_rate"] >= bar
+    rm_low, check_low = judged["win_rate_rm_low"], judged["win_rate_checklist_low"]
+    beats = rm_low > 0.5 and check_low > 0.5
+    passes = f"passes the shield as written on {{:.0%}} of prompts (bar {bar:.0%})"
+    odds = (f"PPO over SFT: RM {judged['win_rate_rm']:.2f} (low {rm_low:.2f}), checklist "
+            f"{judged['win_rate_checklist']:.2f} (low {check_low:.2f})")  # fmt: skip
+    if beats and ppo_ok:
+        return "ppo", f"PPO beats SFT ({odds}) and {passes.format(judged['ppo_pass_rate'])}"
+    if sft_ok:
+        why = "PPO does not beat SFT" if not beats else "PPO misses the bar"
+        return "sft", f"{why} ({odds}); SFT {passes.format(judged['sft_pass_rate'])}"
+    if ppo_ok:
+        return "ppo", (f"SFT misses the bar ({judged['sft_pass_rate']:.0%}); PPO "
+                       f"{passes.format(judged['ppo_pass_rate'])}")  # fmt: skip
+    return "template", (
+        f"neither language model passes the bar: PPO {judged['ppo_pass_rate']:.0%}, SFT "
+        f"{judged['sft_pass_rate']:.0%} of messages pass the shield as written (bar {bar:.0%}); "
+        "the contract's template is sent instead"
+    )
+
+
+def _kl_to_reference(policy, tok, prompts, messages) -> float:
+    """Mean summed log-ratio of the policy's own greedy messages to the reference (SFT)."""
     import torch
 
-    prompts = [e.prompt() for e in items]
-    ppo_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
-    with policy.disable_adapter():
-        sft_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
-    ppo_rm = rm.score(prompts, ppo_msgs)
-    sft_rm = rm.score(prompts, sft_msgs)
-    checks = [(check_message(p, e.facts, e.offer_level, e.contract),
-               check_message(s, e.facts, e.offer_level, e.contract))
-              for p, s, e in zip(ppo_msgs, sft_msgs, items, strict=True)]  # fmt: skip
-    nv = np.array([[len(a.violations), len(b.violations)] for a, b in checks])
-    wins = (nv[:, 0] < nv[:, 1]) + 0.5 * (nv[:, 0] == nv[:, 1])
-    # Mean KL of the PPO writer's own greedy messages to the reference, per message.
-    texts = [
-        tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts
-    ]
     kls = []
-    for t, m in zip(texts, ppo_msgs, strict=True):
+    for p, m in zip(prompts, messages, strict=True):
+        t = tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
         ids = tok(t + m, return_tensors="pt")["input_ids"].to(policy.device)
         n_prompt = len(tok(t)["input_ids"])
         if ids.shape[1] <= n_prompt:
@@ -182,30 +208,104 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg) ->
                     policy(input_ids=ids).logits[:, n_prompt - 1 : -1], ids[:, n_prompt:]
                 )
         kls.append(float((lp - ref).sum()))
-    passed_before = np.array([a.passed for a, _ in checks])
-    sent = [
-        shielded(m, e.facts, e.offer_level, e.contract)[0]
-        for m, e in zip(ppo_msgs, items, strict=True)
-    ]
-    passed_after = np.array(
-        [
-            check_message(m, e.facts, e.offer_level, e.contract).passed
-            for m, e in zip(sent, items, strict=True)
+    return float(np.mean(kls)) if kls else 0.0
+
+
+def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg, release) -> dict:
+    """PPO writer against the SFT writer (adapter disabled) on held-out prompts, and the release:
+    which one (or the template) goes out, judged as written and after the shield."""
+    prompts = [e.prompt() for e in items]
+    ppo_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
+    with policy.disable_adapter():
+        sft_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
+    ppo_rm, sft_rm = rm.score(prompts, ppo_msgs), rm.score(prompts, sft_msgs)
+
+    def verdicts(msgs):
+        return [
+            check_message(m, e.facts, e.offer_level, e.contract)
+            for m, e in zip(msgs, items, strict=True)
         ]
+
+    ppo_v, sft_v = verdicts(ppo_msgs), verdicts(sft_msgs)
+    nv = np.array(
+        [[len(a.violations), len(b.violations)] for a, b in zip(ppo_v, sft_v, strict=True)]
     )
+    rm_rate, rm_low, rm_high = win_rate(ppo_rm, sft_rm, release.confidence)
+    ch_rate, ch_low, ch_high = win_rate(
+        nv[:, 0], nv[:, 1], release.confidence, lower_is_better=True
+    )
+    judged = {
+        "win_rate_rm": rm_rate, "win_rate_rm_low": rm_low, "win_rate_rm_high": rm_high,
+        "win_rate_checklist": ch_rate, "win_rate_checklist_low": ch_low,
+        "win_rate_checklist_high": ch_high,
+        "ppo_pass_rate": float(np.mean([v.passed for v in ppo_v])),
+        "sft_pass_rate": float(np.mean([v.passed for v in sft_v])),
+    }  # fmt: skip
+    released, why = release_decision(judged, release)
+    ppo_kl = _kl_to_reference(policy, tok, prompts, ppo_msgs)
+    if released == "template":
+        msgs = [template_message(e.facts, e.offer_level, e.contract) for e in items]
+        as_written = max(judged["ppo_pass_rate"], judged["sft_pass_rate"])
+    else:
+        msgs = ppo_msgs if released == "ppo" else sft_msgs
+        as_written = judged[f"{released}_pass_rate"]
+    sent = [
+        shielded(m, e.facts, e.offer_level, e.contract)[0] for m, e in zip(msgs, items, strict=True)
+    ]
+    after = [v.passed for v in verdicts(sent)]
     return {
-        # Ties (the same message) count half, for both judges.
-        "win_rate_rm": float(np.mean((ppo_rm > sft_rm) + 0.5 * (ppo_rm == sft_rm))),
-        "win_rate_checklist": float(np.mean(wins)),
-        "mean_kl_to_reference": float(np.mean(kls)) if kls else 0.0,
-        "violation_rate_before_shield": float(1 - passed_before.mean()),
-        "sft_violation_rate_before_shield": float(np.mean([not b.passed for _, b in checks])),
-        "violation_rate_after_shield": float(1 - passed_after.mean()),
+        "released": released,
+        "release_reason": why,
+        "eval_prompts": len(items),
+        "win_rate_rm": rm_rate,
+        "win_rate_rm_low": rm_low,
+        "win_rate_rm_high": rm_high,
+        "win_rate_checklist": ch_rate,
+        "win_rate_checklist_low": ch_low,
+        "win_rate_checklist_high": ch_high,
+        "pass_rate_as_written": as_written,
+        "ppo_pass_rate_as_written": judged["ppo_pass_rate"],
+        "sft_pass_rate_as_written": judged["sft_pass_rate"],
+        "distinct_2": distinct_2(msgs),
+        "reference_distinct_2": distinct_2([e.message for e in items]),
+        "distinct_2_vs_reference": distinct_2(msgs)
+        / max(distinct_2([e.message for e in items]), 1e-9),
+        "ppo_distinct_2": distinct_2(ppo_msgs),
+        "sft_distinct_2": distinct_2(sft_msgs),
+        "violation_rate_after_shield": float(1 - np.mean(after)),
         "ppo_rm_score": float(ppo_rm.mean()),
         "sft_rm_score": float(sft_rm.mean()),
-        "distinct_2": distinct_2(ppo_msgs),
-        "samples": ppo_msgs[:8],
+        "mean_kl_to_reference": ppo_kl if released == "ppo" else 0.0,
+        "ppo_mean_kl_to_reference": ppo_kl,
+        "samples": msgs[:8],
+        "ppo_samples": ppo_msgs[:8],
+        "sft_samples": sft_msgs[:8],
+        "violations_by_rule": {name: _by_rule(v) for name, v in (("ppo", ppo_v), ("sft", sft_v))},
+        # What each writer got wrong, message by message: what the next config should fix.
+        "failed": {
+            name: [
+                {"message": m, "violations": [x.detail for x in v.violations]}
+                for m, v in zip(msgs_, vs, strict=True)
+                if not v.passed
+            ][:12]
+            for name, msgs_, vs in (("ppo", ppo_msgs, ppo_v), ("sft", sft_msgs, sft_v))
+        },  # fmt: skip
     }
+
+
+def _by_rule(results) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        for v in r.violations:
+            out[v.rule] = out.get(v.rule, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def release_examples(profile: Profile) -> list[Example]:
+    """The held-out prompts of the release: other seeds than SFT, RM and PPO's rollouts."""
+    return examples(
+        profile.writer.release.eval_prompts, profile.seed + EVAL_SEED_OFFSET, profile.contract
+    )
 
 
 def train_ppo_text(
@@ -260,24 +360,30 @@ def train_ppo_text(
         history.append(row)
         progress.step(u + 1, f"score {row['score']:.3f}, kl {mean_kl:.3f}, beta {kl_ctl.value:.4f}")
     train_s = time.perf_counter() - t0
-    judged = evaluate_writer(policy, tok, rm, eval_examples(profile), cfg)
+    judged = evaluate_writer(
+        policy, tok, rm, release_examples(profile), cfg, profile.writer.release
+    )
+    details = ("samples", "ppo_samples", "sft_samples", "violations_by_rule", "failed")
     metrics = WriterResult(
         updates=cfg.updates,
         train_s=train_s,
         s_per_update=train_s / cfg.updates,
         final_kl_coef=kl_ctl.value,
-        **{k: v for k, v in judged.items() if k != "samples"},
-        details={"samples": judged["samples"], "history": history},
+        **{k: v for k, v in judged.items() if k not in details},
+        details={**{k: judged[k] for k in details}, "history": history},
     )
+    log.info("ppo-text: released %s: %s", metrics.released, metrics.release_reason)
     out = Path(out_dir)
     with atomic_dir(out / MODEL_DIR) as tmp:
         policy.save_pretrained(str(tmp / "ppo_adapter"))
         tok.save_pretrained(str(tmp))
         sft = _adapter_dir(sft_dir)
         shutil.copytree(sft, tmp / "sft_adapter", ignore=shutil.ignore_patterns("tokenizer*"))
+        # Both adapters are kept whatever is released, so a release can be inspected and redone.
         write_json(tmp / "writer.json", {
             "stage": "ppo", "base": profile.writer.model.model_dump(),
             "chain": ["sft_adapter (merged)", "ppo_adapter"],
+            "released": metrics.released, "reason": metrics.release_reason,
         })  # fmt: skip
     metrics.save(out / METRICS_FILE)
     return metrics

@@ -134,7 +134,9 @@ def judge(messages: list[str], items: list[Example]) -> dict[str, Any]:
         "shield_pass_rate": sum(r.passed for r in results) / max(len(results), 1),
         "violations_by_rule": by_rule,
         "distinct_2": distinct_2(messages),
-    }
+        "failed": [{"message": m, "violations": [v.detail for v in r.violations]}
+                   for m, r in zip(messages, results, strict=True) if not r.passed][:12],
+    }  # fmt: skip
 
 
 def eval_examples(profile: Profile) -> list[Example]:
@@ -192,6 +194,7 @@ def train_sft(profile: Profile, out_dir: str | Path) -> SftResult:
         metrics.distinct_2 = verdict["distinct_2"]
         metrics.details = {
             "violations_by_rule": verdict["violations_by_rule"],
+            "failed": verdict["failed"],
             "samples": messages[:8],
         }
     with atomic_dir(out / MODEL_DIR) as tmp:

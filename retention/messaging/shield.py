@@ -81,6 +81,56 @@ LINK = re.compile(
 )
 CUSTOMER_ID = re.compile(r"\b[A-Z]{1,3}-\d{3,}\b|\b\d{4}-[A-Z]{5}\b")
 NEUTRAL_NAME = "there"
+# The facts a prompt gives the writer, and so the only facts a message may state: a number in a
+# message is the offer's or one of these (``stray_number``).
+PROMPT_FACTS = ("name", "plan", "tenure")
+
+# The checklist of a message a company would send (the rules below, by name):
+# * greeting: it opens by addressing the customer ("Hi Sam," or "Sam, ..."), the neutral
+#   "there" when the name was unsafe; "Hi valued customer" is not a greeting by name;
+# * paragraphs: one paragraph, no line breaks;
+# * repetition: no sentence twice, no run of REPEAT_WORDS words twice;
+# * cut_off: it ends a sentence, not mid-word as a generation cut at its token limit does;
+# * stray_number: no number but the offer's and the prompt's facts (the tenure);
+# * offer_direction: the percent is a discount ("10% off"), never a charge ("add 10% to your bill");
+# * invented_terms: no duration but the offer's and the tenure, no deadline, no condition.
+GREETING = re.compile(
+    r"^\W*(?:(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings)\b[\s,!:-]*)?"
+)
+REPEAT_WORDS = 4
+ENDS_A_SENTENCE = re.compile(r"[.!?\u2026][\"'\)\]\u00bb\u201d\u2019]*$")
+NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                "eleven", "twelve")  # fmt: skip
+_COUNT = rf"(?:\d+(?:[.,]\d+)?|{'|'.join(NUMBER_WORDS)}|a|an)"
+SPAN = re.compile(rf"\b(?P<n>{_COUNT})[\s-]+(?P<unit>bill|month|week|day|year|hour)s?\b")
+NEXT_SPAN = re.compile(
+    rf"\b(?:next|another|further|coming|following)\s+(?:(?P<n>{_COUNT})\s+)?"
+    r"(?P<unit>bill|month|week|day|year)s?\b"
+)
+DISCOUNT_WORDS = re.compile(
+    r"^\W*(?:\w+\W+){0,2}?(?:off|discount|reduction|savings?|less|lower|cheaper|rebate)\b"
+)
+CHARGE_WORDS = re.compile(
+    r"\b(?:add|adds|added|adding|extra|increase[sd]?|raise[sd]?|surcharge|more|higher|fee|"
+    r"charge[sd]?|on top|markup)\b"
+)
+WEEKDAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+DEADLINE = re.compile(
+    rf"\b(?:until|till|expires?|expiring|expiry|deadline|ends? (?:today|tonight|soon|on|at|this|{WEEKDAYS})|"
+    rf"by (?:today|tomorrow|tonight|{WEEKDAYS}|"
+    r"the end|end of|midnight)|within \w+ (?:hours?|days?|weeks?)|today only|only today|"
+    r"tonight|this (?:week|weekend|month)|limited[- ]time|while (?:it|they|stocks?) lasts?|"
+    r"hurry|before (?:it|the offer|this offer)|end of (?:the )?(?:day|week|month))\b"
+)
+CONDITION = re.compile(
+    r"\b(?:if you (?:stayed|sign|renew|upgrade|switch|refer|pay|buy|spend|commit|extend|add|"
+    r"keep|remain|order|subscribe|agree|call|stay (?:for|another|until|at least|on|with us for))|"
+    r"provided (?:that|you)|as long as|only if|on condition|subject to|in exchange for|"
+    r"when you (?:sign|renew|upgrade|pay|spend|refer|commit|extend|subscribe)|"
+    r"minimum (?:term|spend|stay|contract)|must (?:stay|pay|sign|renew|commit|keep)|"
+    r"\w+[- ]month (?:contract|commitment|term)|sign (?:up|a)|renewal|auto-?renew)"
+)
 
 
 @dataclass(frozen=True)
@@ -165,6 +215,114 @@ def safe_facts(facts: dict[str, Any]) -> tuple[dict[str, Any], list[Violation]]:
     return out, issues
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text)
+
+
+def _count(token: str) -> float | None:
+    if token in ("a", "an"):
+        return 1.0
+    if token in NUMBER_WORDS:
+        return float(NUMBER_WORDS.index(token) + 1)
+    try:
+        return float(token.replace(",", "."))
+    except ValueError:
+        return None
+
+
+def checklist(
+    low: str, name: str, facts: dict[str, Any], offer_level: int, contract: ContactContract
+) -> list[Violation]:
+    """The checklist rules on a folded, lower-cased message (see the comment at GREETING)."""
+    v: list[Violation] = []
+    offer = contract.level(offer_level)
+    head = low[GREETING.match(low).end() :]
+    want_name = fold(name).lower()
+    if not re.match(rf"{re.escape(want_name)}(?!\w)", head):
+        v.append(Violation("greeting", f"does not open by addressing {name!r}"))
+    if "\n" in low.strip():
+        v.append(Violation("paragraphs", "more than one paragraph"))
+    sentences = [" ".join(_words(x)) for x in re.split(r"[.!?\u2026\n]+", low)]
+    seen: set[str] = set()
+    for sentence in sentences:
+        if len(sentence.split()) >= 2 and sentence in seen:
+            v.append(Violation("repetition", f"repeats the sentence {sentence[:40]!r}"))
+            break
+        seen.add(sentence)
+    else:
+        words = _words(low)
+        grams = [
+            " ".join(words[i : i + REPEAT_WORDS]) for i in range(len(words) - REPEAT_WORDS + 1)
+        ]
+        repeated = next((g for i, g in enumerate(grams) if g in grams[:i]), None)
+        if repeated:
+            v.append(Violation("repetition", f"repeats the phrase {repeated!r}"))
+    if not ENDS_A_SENTENCE.search(low.rstrip()):
+        v.append(Violation("cut_off", f"ends mid-sentence ({low.rstrip()[-12:]!r})"))
+    # What the offer's own words say (its percent, its bills) is the offer, not an extra term.
+    phrase = fold(offer.phrase()).lower()
+    rest = low.replace(phrase, " ") if phrase else low
+    # The prompt's own words (a plan "Pro until 2027") are facts, not terms the writer invented:
+    # the template, which states them, passes whatever they are.
+    prompt, _ = safe_facts({k: facts[k] for k in PROMPT_FACTS if k in facts})
+    for value in prompt.values():
+        if isinstance(value, str) and value != NEUTRAL_NAME:
+            rest = rest.replace(fold(value).lower(), " ")
+    # A clause stating another percent is already a wrong offer, its bills with it.
+    want = float(offer.percent)
+    rest = re.sub(
+        r"(\d+(?:[.,]\d+)?)\s*(?:%|percent\b|per cent\b)[^.!?;,]*",
+        lambda m: m.group(0) if float(m.group(1).replace(",", ".")) == want else " ",
+        rest,
+    )
+    for m in PERCENT.finditer(low):
+        sentence = re.split(r"[.!?;:]", low[max(0, m.start() - 30) : m.start()])[-1]
+        before = _words(sentence)[-3:]
+        after = low[m.end() : m.end() + 40]
+        if not DISCOUNT_WORDS.match(after) or CHARGE_WORDS.search(
+            " ".join([*before, *_words(after)[:4]])
+        ):
+            v.append(Violation("offer_direction", f"{m.group(0)!r} is not stated as a discount"))
+            break
+    tenure = prompt.get("tenure")
+    allowed = {
+        float(x) for x in prompt.values() if isinstance(x, (int, float)) and not isinstance(x, bool)
+    }
+    for x in prompt.values():
+        if isinstance(x, str):
+            allowed |= {float(n.replace(",", ".")) for n in NUMBER.findall(x)}
+    bare = PERCENT.sub(" ", rest)
+    stray = sorted({n for n in NUMBER.findall(bare) if float(n.replace(",", ".")) not in allowed})
+    if stray:
+        v.append(Violation("stray_number", f"states {', '.join(stray)}, not a given fact"))
+
+    # A duration is the tenure (months so far) or the offer's bills; any other is invented.
+    def offers_bills(n: float | None, unit: str) -> bool:
+        return bool(offer.months) and n == float(offer.months) and unit in ("bill", "month")
+
+    invented = []
+    for m in NEXT_SPAN.finditer(rest):
+        count = m.group("n")
+        if not offers_bills(_count(count) if count else 1.0, m.group("unit")):
+            invented.append(m.group(0))
+    for m in SPAN.finditer(rest):
+        n, unit = _count(m.group("n")), m.group("unit")
+        is_tenure = unit == "month" and tenure is not None and n == float(tenure)
+        if not (is_tenure or offers_bills(n, unit)) and not any(m.group(0) in x for x in invented):
+            invented.append(m.group(0))
+    if invented:
+        v.append(
+            Violation("invented_terms", f"a duration the offer does not have: {invented[0]!r}")
+        )
+    for label, pattern in (("deadline", DEADLINE), ("condition", CONDITION)):
+        m = pattern.search(rest)
+        if m:
+            v.append(
+                Violation("invented_terms", f"a {label} the offer does not have: {m.group(0)!r}")
+            )
+    return v
+
+
 def check_message(
     message: str,
     facts: dict[str, Any],
@@ -205,6 +363,7 @@ def check_message(
     raw_name = fold(facts.get("name") or "").strip()
     if name == NEUTRAL_NAME and len(raw_name) >= 8 and raw_name.lower()[:24] in low:
         v.append(Violation("echoes_unsafe_field", "repeats the rejected name field"))
+    v += checklist(low, name, facts, offer_level, contract)
     for label, pattern in (("email", EMAIL), ("phone", PHONE), ("customer id", CUSTOMER_ID)):
         if pattern.search(text):
             v.append(Violation("other_customer_data", f"contains a {label}"))
