@@ -17,6 +17,7 @@ from pathlib import Path
 from retention.config import load_profile
 from retention.data.ingest import ingest
 from retention.data.split import split
+from retention.decision.ope_log import simulated_coverage
 from retention.decision.train import train_decision
 from retention.fileio import read_json, write_json
 from retention.models.accept import train_accept
@@ -24,55 +25,6 @@ from retention.models.ltv import train_ltv
 from retention.models.outputs import CURVES_FILE
 from retention.models.risk import train_risk
 from retention.models.uplift import train_uplift
-
-
-def ope_coverage(runs: int = 20, n: int = 300) -> dict[str, float]:
-    """How often IPS / SNIPS / DR 95 % intervals cover a rule's exact value on one-shot logs of
-    the simulator (``retention.decision.ope_log``), over ``runs`` independent logs."""
-    import numpy as np
-
-    from retention.config import RetentionEnvConfig
-    from retention.contract import ContactContract
-    from retention.decision.baselines import LagrangianPriced
-    from retention.decision.env import OBS_NAMES, Book, RetentionEnv, make_env_config
-    from retention.decision.evaluate import expected_env
-    from retention.decision.ope_log import (
-        action_probabilities,
-        counterfactual_rewards,
-        day0_observations,
-        evaluate_policy,
-        one_shot_log,
-        read_log,
-    )
-    from retention.decision.policy import META_FILE, ExportedPolicy
-
-    rng = np.random.default_rng(0)
-    pop = 400
-    book = Book(rng.beta(2, 3, pop), np.sort(rng.uniform(0.1, 0.6, (pop, 4)), axis=1),
-                rng.gamma(2.0, 600.0, pop), effect=rng.uniform(0, 3, pop))  # fmt: skip
-    params = RetentionEnvConfig(customers_per_episode=pop, budget_share=10.0)
-    contract = ContactContract()
-    env = RetentionEnv(make_env_config(book, params, contract, seed=0))
-    rule = LagrangianPriced(0.3)
-    rule.begin(expected_env(book, params, contract))
-    covered = {"ips": 0, "snips": 0, "dr": 0}
-    with tempfile.TemporaryDirectory(prefix="bench-ope-") as tmp:
-        d = Path(tmp)
-        write_json(d / META_FILE, {"obs_names": list(OBS_NAMES), "rule": rule.rule})
-        policy = ExportedPolicy(d)
-        for k in range(runs):
-            customers = np.random.default_rng(100 + k).choice(pop, n, replace=True)
-            target = action_probabilities(policy, day0_observations(env, customers, k))
-            paths = one_shot_log(env, customers, k, 0.6 * target + 0.08, d / str(k))
-            truth = np.mean(np.sum(target * counterfactual_rewards(env, customers, k), axis=1))
-            log = read_log(paths["decisions"], paths["outcomes"], paths["observations"])
-            est = evaluate_policy(d, log, max_weight=None, n_boot=400, seed=k)
-            for name in covered:
-                e = getattr(est, name)
-                covered[name] += int(e["low"] <= truth <= e["high"])
-    return {"logs": runs, "decisions_per_log": n, "nominal": 0.95} | {
-        name: c / runs for name, c in covered.items()
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         },  # fmt: skip
         "heuristics": metrics["details"]["heuristics"],
         "uplift_model": {k: uplift.model_dump()[k] for k in ("test_qini", "mean_uplift", "fit_s")},
-        "ope_coverage_on_simulated_logs": ope_coverage(),
+        "ope_coverage_on_simulated_logs": simulated_coverage(),
         "export_max_abs_diff": metrics["export_max_abs_diff"],
         "policies": policies,
     }

@@ -171,16 +171,15 @@ class RetentionTransformer(Model):
             metrics.FALLBACKS.labels(LTV).inc()
             log.warning("%s unavailable (%s): the book's mean value", LTV, unavailable)
         value = valued.value
-        uplift = None
+        uplift, live = None, None
         if churn is not None and accept is not None:
-            live = self._live(view, churn, accept, value, now)
+            # What the policy observes and the answer's uplift are built from this one view.
+            live = live_customer(view, churn, accept, value, now, self.policy.env, self.contract)
             gains = uplift_by_level(live, self.policy.env, self.contract)
             uplift = {"expected_net_value": [round(float(g), 4) for g in gains],
                       "offer_effect": live.effect}  # fmt: skip
 
-        proposal = await self.propose(
-            arm, facts, churn, accept, value, now, view, degraded, timeout
-        )
+        proposal = await self.propose(arm, facts, churn, live, value, degraded, timeout)
         # Recorded with the decision, for the monitor: the served score and the deciding release.
         proposal = replace(proposal, churn_probability=churn, release=release_of(self.versions))
         # The message exists (written or templated, and shielded) before the write, so the one
@@ -263,19 +262,14 @@ class RetentionTransformer(Model):
         return answered.response
 
     async def propose(
-        self, arm, facts, churn, accept, value, now, view: LedgerView, degraded, timeout
+        self, arm, facts, churn, live: LiveCustomer | None, value, degraded, timeout
     ) -> Proposal:
-        env = self.policy.env
+        """``live``: the customer as the policy observes it, None when risk or accept is down."""
         if arm == "control":
             rule = business_as_usual(churn, self.contract)
             return self._proposal(rule, value, arm, 1.0, "bau")
-        if churn is not None and accept is not None and self.policy.available:
-            obs = observation(
-                self._live(view, churn, accept, value, now),
-                env,
-                self.contract,
-                self.policy.mean_value,
-            )
+        if live is not None and self.policy.available:
+            obs = observation(live, self.policy.env, self.contract, self.policy.mean_value)
             hop = await self.call(POLICY, [{"observation": obs.tolist()}], timeout)
             if hop.ok:
                 a = hop.rows[0]
@@ -293,9 +287,6 @@ class RetentionTransformer(Model):
 
     def _proposal(self, rule: RuleDecision, value, arm, propensity, source) -> Proposal:
         return make_proposal(rule, value, arm, propensity, source, self.contract)
-
-    def _live(self, view: LedgerView, churn, accept, value, now) -> LiveCustomer:
-        return live_customer(view, churn, accept, value, now, self.policy.env, self.contract)
 
     async def message(self, facts: CustomerFacts, level: int, now, degraded):
         plain = {

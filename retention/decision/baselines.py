@@ -17,14 +17,7 @@ import numpy as np
 
 from retention.contract import N_LEVELS
 from retention.decision.env import RetentionEnv
-from retention.decision.heuristics import rule_action, rule_params
-
-
-def followup_index(followup_days: list[int], days: int) -> int:
-    """The shortest follow-up choice of at least ``days`` days (the longest if none is)."""
-    choices = np.asarray(followup_days)
-    ok = np.flatnonzero(choices >= days)
-    return int(ok[np.argmin(choices[ok])]) if len(ok) else int(np.argmax(choices))
+from retention.decision.heuristics import followup_index, rule_action, rule_params
 
 
 def wait_index(env: RetentionEnv, days: int) -> int:

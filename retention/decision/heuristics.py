@@ -36,7 +36,8 @@ _RISK, _LEFT, _COST, _VALUE = (
 _COOL, _FATIGUE, _ACTIVE = (_I[k] for k in ("cooldown_active", "fatigue_count", "offer_active"))
 
 
-def _followup_index(followup_days: list[int], days: int) -> int:
+def followup_index(followup_days: list[int], days: int) -> int:
+    """The shortest follow-up choice of at least ``days`` days (the longest if none is)."""
     choices = np.asarray(followup_days)
     ok = np.flatnonzero(choices >= days)
     return int(ok[np.argmin(choices[ok])]) if len(ok) else int(np.argmax(choices))
@@ -62,7 +63,7 @@ def rule_params(
     typical_budget = params.budget_share * params.customers_per_episode * vbar
     rule: dict[str, Any] = {
         "kind": kind,
-        "followup_index": _followup_index(params.followup_days, contract.limits.cooldown_days),
+        "followup_index": followup_index(params.followup_days, contract.limits.cooldown_days),
         # The observation carries the largest offer's cost as a share of the budget; offer
         # costs scale with discount x bills, so level l's share is that times ratio[l].
         "cost_ratio_to_top": [float(d[i] * months[i] / (d[-1] * months[-1])) for i in range(4)],
@@ -82,18 +83,14 @@ def rule_params(
 
 def _eligible(obs: np.ndarray) -> np.ndarray:
     """No cooldown running, the fatigue cap not reached, no offer of ours running."""
-    return (
-        (obs[:, _I["cooldown_active"]] < 0.5)
-        & (obs[:, _I["fatigue_count"]] < 1.0)
-        & (obs[:, _I["offer_active"]] < 0.5)
-    )
+    return (obs[:, _COOL] < 0.5) & (obs[:, _FATIGUE] < 1.0) & (obs[:, _ACTIVE] < 0.5)
 
 
 def _budget_ok(rule: dict[str, Any], obs: np.ndarray) -> np.ndarray:
     """(n, 4): what is left of the budget covers a contact at each level in the worst case."""
     ratio = np.asarray(rule["cost_ratio_to_top"])
-    need = obs[:, [_I["offer_cost"]]] * ratio[None, :] + rule["contact_share"]
-    return obs[:, [_I["budget_remaining"]]] >= need
+    need = obs[:, [_COST]] * ratio[None, :] + rule["contact_share"]
+    return obs[:, [_LEFT]] >= need
 
 
 def priced_scores(rule: dict[str, Any], obs: np.ndarray) -> np.ndarray:

@@ -170,10 +170,9 @@ def train_decision(
         books["train"].subset(order[n_valid:]),
         books["train"].subset(order[:n_valid]),
     )
+    # Tuned on the fit book, each rule's parameters (its value scale) are the fit book's, the
+    # scale policy.json records.
     rules = tune_heuristics(profile, fit_book)
-    for r in rules:
-        # Fix each rule's parameters (value scale) to the fit book's, which policy.json records.
-        r.begin(expected_env(fit_book, profile.decision.env, profile.contract))
     teacher = pick_teacher(profile, fit_book, rules)
     log.info("ppo-decision: tuned %s; warm start from %s",
              ", ".join(f"{r.name} {r.knobs()}" for r in rules), teacher.name)  # fmt: skip
