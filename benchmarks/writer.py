@@ -96,12 +96,70 @@ def predictor_speed(model_dir: Path, profile, items) -> dict:
     }
 
 
-def speed(model_dir: Path, profile, n: int) -> dict:
+def best_of_n(model_dir: Path, rm_dir: Path, profile, items, n: int) -> dict:
+    """Best-of-n against greedy, one message at a time as serving would write it: ``n``
+    messages sampled from the released writer, the reward model's best among those the shield
+    passes as written (the best of all when none does). Whether it pays for its time: its pass
+    rate as written and its RM win rate over the greedy message, beside the seconds of each."""
+    import torch
+
+    from retention.messaging.ppo_text import load_reward_model, win_rate
+
+    w = MessageWriter.load(model_dir, profile.contract, cache_dir=profile.writer.model.cache_dir,
+                           max_new_tokens=profile.writer.serve.max_new_tokens)  # fmt: skip
+    if w.model is None:
+        return {"n": n, "skipped": "the template is released: nothing to sample"}
+    rm, tok = load_reward_model(profile, rm_dir), w.tokenizer
+    torch.manual_seed(profile.seed)
+    rows = {"greedy": ([], [], []), "best_of_n": ([], [], [])}  # messages, passed, seconds
+    for e in items:
+        t = time.perf_counter()
+        (g,) = w.write([e.facts], [e.offer_level])
+        seconds = time.perf_counter() - t
+        rows["greedy"][0].append(g)
+        rows["greedy"][2].append(seconds)
+        t = time.perf_counter()
+        text = tok.apply_chat_template(e.prompt(), tokenize=False, add_generation_prompt=True)
+        batch = tok(text, return_tensors="pt")
+        with torch.inference_mode():
+            out = w.model.generate(**batch, do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
+                                   num_return_sequences=n, max_new_tokens=w.max_new_tokens,
+                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+        new = out[:, batch["input_ids"].shape[1] :]
+        cands = [c.strip() for c in tok.batch_decode(new, skip_special_tokens=True)]
+        scores = rm.score([e.prompt()] * n, cands)
+        ok = [check_message(c, e.facts, e.offer_level, e.contract).passed for c in cands]
+        best = max(range(n), key=lambda i: (ok[i], scores[i]))
+        rows["best_of_n"][0].append(cands[best])
+        rows["best_of_n"][2].append(time.perf_counter() - t)
+    prompts = [e.prompt() for e in items]
+    out_doc: dict = {"n": n, "prompts": len(items), "temperature": 0.7}
+    rm_scores = {}
+    for name, (msgs, passed, secs) in rows.items():
+        passed += [check_message(m, e.facts, e.offer_level, e.contract).passed
+                   for m, e in zip(msgs, items, strict=True)]  # fmt: skip
+        rm_scores[name] = rm.score(prompts, msgs)
+        out_doc[name] = {
+            "pass_rate_as_written": float(np.mean(passed)),
+            "rm_score": float(rm_scores[name].mean()),
+            "latency_s_median": round(statistics.median(secs), 3),
+            "latency_s_p90": round(float(np.quantile(secs, 0.9)), 3),
+            "samples": msgs[:4],
+        }
+    rate, low, high = win_rate(rm_scores["best_of_n"], rm_scores["greedy"], 0.95)
+    out_doc["win_rate_rm_over_greedy"] = {"rate": rate, "low": low, "high": high}
+    return out_doc
+
+
+def speed(model_dir: Path, profile, n: int, rm_dir: Path | None = None, best_of: int = 0) -> dict:
     items = release_examples(profile)
-    return {
+    doc = {
         "predictor": predictor_speed(model_dir, profile, items[:n]),
         "served_quality": served_quality(model_dir, profile, items),
     }
+    if rm_dir is not None and best_of > 1:
+        doc["best_of_n"] = best_of_n(model_dir, rm_dir, profile, items[: 2 * n], best_of)
+    return doc
 
 
 def one_seed(profile, d: Path) -> dict:
@@ -134,29 +192,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="bench-results/writer.json")
     ap.add_argument(
-        "--seeds", type=int, nargs="+", help="train once per seed (default: the profile's)"
-    )
+        "--seeds", type=int, nargs="+",
+        help="train once per seed (default: three, the profile's and the next two)",
+    )  # fmt: skip
     ap.add_argument("--messages", type=int, default=16, help="messages timed through the predictor")
     ap.add_argument("--model-dir", help="time and judge this trained writer only (no training)")
+    ap.add_argument("--rm-dir", help="with --model-dir: the reward model best-of-n reranks with")
+    ap.add_argument("--best-of", type=int, default=4,
+                    help="n of the best-of-n trial on 2 x --messages prompts (0: none)")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     profile = load_profile(args.profile, overrides=args.set)
     if args.model_dir:
         doc = {"profile": profile.name, "model_dir": args.model_dir,
-               **speed(Path(args.model_dir), profile, args.messages)}  # fmt: skip
+               **speed(Path(args.model_dir), profile, args.messages,
+                       Path(args.rm_dir) if args.rm_dir else None, args.best_of)}  # fmt: skip
         write_json(Path(args.out), doc)
         p = doc["predictor"]
         print(f"writer ({p['released']}): {p['tokens_per_s']} tokens/s, one message in "
               f"{p['latency_s_median']} s (p90 {p['latency_s_p90']} s)")  # fmt: skip
+        print_best_of_n(doc.get("best_of_n"))
         return 0
-    seeds = args.seeds or [profile.seed]
+    seeds = args.seeds or [profile.seed, profile.seed + 1, profile.seed + 2]
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-writer-") as tmp:
         for seed in seeds:
             p = load_profile(args.profile, overrides=[*args.set, f"seed={seed}"])
             runs.append(one_seed(p, Path(tmp) / str(seed)))
         first = load_profile(args.profile, overrides=[*args.set, f"seed={seeds[0]}"])
-        served = speed(Path(tmp) / str(seeds[0]) / "ppo" / MODEL_DIR, first, args.messages)
+        d = Path(tmp) / str(seeds[0])
+        served = speed(d / "ppo" / MODEL_DIR, first, args.messages, d / "rm" / MODEL_DIR,
+                       args.best_of)  # fmt: skip
     gates = profile.gates
     doc = {
         "profile": profile.name,
@@ -204,7 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     p = doc["predictor"]
     print(f"served ({p['released']}): {p['tokens_per_s']} tokens/s, one message in "
           f"{p['latency_s_median']} s (p90 {p['latency_s_p90']} s)")  # fmt: skip
+    print_best_of_n(doc.get("best_of_n"))
     return 0
+
+
+def print_best_of_n(b: dict | None) -> None:
+    if not b or "skipped" in b:
+        return
+    g, n, w = b["greedy"], b["best_of_n"], b["win_rate_rm_over_greedy"]
+    print(f"best-of-{b['n']} over greedy on {b['prompts']} prompts: RM win {w['rate']:.2f} "
+          f"[{w['low']:.2f}, {w['high']:.2f}], pass as written {n['pass_rate_as_written']:.2f} vs "
+          f"{g['pass_rate_as_written']:.2f}, {n['latency_s_median']} s vs {g['latency_s_median']} s "
+          "a message (median)")  # fmt: skip
 
 
 if __name__ == "__main__":

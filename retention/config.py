@@ -538,7 +538,27 @@ class PpoTextConfig(Strict):
 
     updates: int = Field(default=12, ge=1)
     batch_size: int = Field(default=8, ge=1, description="Prompts per rollout.")
+    samples_per_prompt: int = Field(
+        default=4,
+        ge=1,
+        description="Messages sampled per prompt. With advantage rloo (needs >= 2) each is judged "
+        "against the mean of the others of its prompt, so what a prompt makes easy or hard "
+        "cancels out of the signal.",
+    )
+    advantage: Literal["rloo", "gae"] = Field(
+        default="rloo",
+        description="rloo: the sequence reward (score - beta * KL) minus the leave-one-out mean "
+        "of its prompt's samples, on every token (Ahmadian et al. 2024), no value head; gae: a "
+        "value head and GAE over per-token KL rewards (Ziegler et al. 2019).",
+    )
+    temperature: float = Field(
+        default=0.7,
+        gt=0,
+        description="Sampling temperature of the rollouts; log-probs are of the same tempered "
+        "distribution. Below 1 the samples stay near the greedy messages that are served.",
+    )
     epochs: int = Field(default=2, ge=1)
+    minibatch_size: int = Field(default=8, ge=1, description="Sequences per optimiser step.")
     learning_rate: float = Field(default=1e-4, gt=0)
     max_new_tokens: int = Field(default=48, ge=1)
     init_kl_coef: float = Field(default=0.1, ge=0)
@@ -550,7 +570,18 @@ class PpoTextConfig(Strict):
     value_clip: float = Field(default=0.2, gt=0)
     vf_coef: float = Field(default=0.1, ge=0)
     shield_penalty: float = Field(default=1.0, ge=0, description="Reward cost per violation.")
+    reward_scale: bool = Field(
+        default=True,
+        description="Read RM scores in units of their mean and spread on the SFT writer's first "
+        "samples, so init_kl_coef and shield_penalty are in those units whatever the RM's scale.",
+    )
     bf16: bool = True
+
+    @model_validator(mode="after")
+    def _groups(self) -> PpoTextConfig:
+        if self.advantage == "rloo" and self.samples_per_prompt < 2:
+            raise ValueError("advantage rloo needs samples_per_prompt >= 2 (a leave-one-out mean)")
+        return self
 
 
 class WriterReleaseConfig(Strict):

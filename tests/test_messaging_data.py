@@ -2,10 +2,18 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from retention.contract import ContactContract
-from retention.messaging.data import CORRUPTIONS, build_prompt, examples, preference_pairs
+from retention.messaging.data import (
+    CORRUPTIONS,
+    RM_ONLY,
+    build_prompt,
+    disfluent,
+    examples,
+    preference_pairs,
+)
 from retention.messaging.shield import check_message
 
 C = ContactContract()
@@ -24,10 +32,23 @@ def test_each_rejected_message_breaks_its_named_rule():
     assert {r["corruption"] for r in rows} == set(CORRUPTIONS)
     for r in rows:
         assert check_message(r["chosen"], r["facts"], r["offer_level"], C).passed
+        if r["rule"] in RM_ONLY:  # grammar: the reward model's to learn, no shield rule
+            assert r["rejected"] != r["chosen"]
+            continue
         found = {
             v.rule for v in check_message(r["rejected"], r["facts"], r["offer_level"], C).violations
         }
         assert r["rule"] in found, (r["rule"], r["rejected"], found)
+
+
+def test_a_disfluent_message_keeps_its_facts_and_breaks_its_grammar():
+    rng = np.random.default_rng(0)
+    for e in examples(100, 11, C):
+        bad = disfluent(e.message, rng)
+        assert bad != e.message and abs(len(bad.split()) - len(e.message.split())) <= 1
+        assert e.facts["name"] in bad and f"{e.facts['tenure']}" in bad
+        pct = C.level(e.offer_level).percent
+        assert not pct or f"{pct}%" in bad
 
 
 def test_prompt_fences_facts_as_sanitised_json():

@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 from retention.messaging.ppo_math import (  # noqa: E402
     AdaptiveKLController,
     gae,
+    leave_one_out,
     ppo_losses,
     token_rewards,
 )
@@ -68,8 +69,76 @@ def test_ppo_losses_by_hand():
     assert stats["clipfrac"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("stage", ["ppo"])
-def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
+def test_leave_one_out_judges_each_sample_against_its_siblings():
+    r = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 10.0])
+    # Prompt 1: 1 - (2+3)/2, 2 - (1+3)/2, 3 - (1+2)/2; prompt 2: all alike, no signal.
+    assert torch.allclose(leave_one_out(r, 3), torch.tensor([-1.5, 0.0, 1.5, 0.0, 0.0, 0.0]))
+    # A prompt that is easy for every sample adds nothing: only differences within it count.
+    assert torch.allclose(leave_one_out(r + torch.tensor([0, 0, 0, 5, 5, 5.0]), 3),
+                          leave_one_out(r, 3))  # fmt: skip
+    with pytest.raises(ValueError, match="groups of k=4"):
+        leave_one_out(r, 4)
+    with pytest.raises(ValueError, match="k=1"):
+        leave_one_out(r, 1)
+
+
+def test_rloo_advantages_favour_the_better_sample_on_all_its_tokens():
+    from types import SimpleNamespace
+
+    from retention.config import PpoTextConfig
+    from retention.messaging.ppo_text import advantages
+
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    zeros = torch.zeros(4, 3)
+    ro = SimpleNamespace(scores=torch.tensor([1.0, 0.0, 5.0, 5.0]), logprobs=zeros,
+                         ref_logprobs=zeros, mask=mask, values=None)  # fmt: skip
+    cfg = PpoTextConfig(samples_per_prompt=2)
+    adv, returns, kl = advantages(ro, 0.1, cfg)
+    assert returns is None and torch.all(kl == 0)
+    assert torch.all(adv[0, :2] > 0) and torch.all(adv[1] < 0)  # 1 beat 0 on the first prompt
+    assert torch.allclose(adv[0, :2], adv[0, 0]) and adv[0, 2] == 0  # one value, masked after
+    assert torch.allclose(adv[2:], adv[2, 0].expand(2, 3) * mask[2:])  # tied prompt: equal
+    # The KL penalty is part of the sequence reward: same score, the one further from SFT loses.
+    lp = torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0], [0.0] * 3, [0.0] * 3])
+    ro.scores, ro.logprobs = torch.tensor([1.0, 1.0, 0.0, 0.0]), lp
+    adv, _, kl = advantages(ro, 0.1, cfg)
+    assert float(kl[1].sum()) == 6.0 and adv[0, 0] > adv[1, 0]
+
+
+def test_reward_is_read_in_units_of_the_sft_samples_spread():
+    from retention.messaging.ppo_text import RewardScale, sequence_scores
+
+    scale = RewardScale.of(np.array([1.0, 3.0]))  # mean 2, std 1
+    assert (scale.mean, scale.std) == (2.0, 1.0)
+    # A violation costs `penalty` in those units, whatever scale the RM was trained to.
+    got = sequence_scores(np.array([1.0, 3.0]), np.array([0, 1]), 2.0, scale)
+    assert np.allclose(got, [-1.0, -1.0])
+    ten_times = sequence_scores(np.array([10.0, 30.0]), np.array([0, 1]), 2.0,
+                                RewardScale.of(np.array([10.0, 30.0])))  # fmt: skip
+    assert np.allclose(ten_times, got)
+    assert RewardScale.of(np.full(4, 5.0)).std == 0.25  # one look-alike batch is no unit
+    assert np.allclose(sequence_scores(np.array([3.0]), np.array([1]), 2.0, None), [1.0])
+
+
+def test_rloo_needs_samples_to_compare():
+    from pydantic import ValidationError
+
+    from retention.config import PpoTextConfig
+
+    with pytest.raises(ValidationError, match="samples_per_prompt >= 2"):
+        PpoTextConfig(advantage="rloo", samples_per_prompt=1)
+    assert PpoTextConfig(advantage="gae", samples_per_prompt=1).samples_per_prompt == 1
+
+
+def test_ppo_losses_without_a_value_head():
+    old = torch.log(torch.tensor([[0.5, 0.5]]))
+    new = torch.log(torch.tensor([[0.75, 0.25]]))
+    pg, vf, _ = ppo_losses(new, old, torch.ones(1, 2), None, None, None, torch.ones(1, 2))
+    assert float(pg) == pytest.approx(-0.85) and float(vf) == 0.0
+
+
+@pytest.mark.parametrize("advantage", ["rloo", pytest.param("gae", marks=pytest.mark.slow)])
+def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, advantage):
     pytest.importorskip("trl")
     from retention.config import load_profile
     from retention.messaging.ppo_text import train_ppo_text
@@ -82,6 +151,8 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
         "writer.sft.max_new_tokens=6", "writer.rm.steps=1", "writer.rm.pairs=8",
         "writer.rm.eval_pairs=4", "writer.ppo.updates=2", "writer.ppo.batch_size=3",
         "writer.ppo.max_new_tokens=6", f"writer.model.cache_dir={tmp_path / 'cache'}",
+        f"writer.ppo.advantage={advantage}",
+        f"writer.ppo.samples_per_prompt={2 if advantage == 'rloo' else 1}",
     ])  # fmt: skip
     train_sft(profile, tmp_path / "sft")
     rm_metrics = train_rm(profile, tmp_path / "rm")
@@ -109,6 +180,8 @@ def test_one_ppo_update_on_tiny_models_end_to_end(tmp_path, stage):
     assert saved == m
     history = saved.details["history"]
     assert len(history) == 2 and np.isfinite(history[-1]["pg_loss"])
+    assert 0.0 <= history[-1]["sample_pass_rate"] <= 1.0
+    assert (history[-1]["vf_loss"] == 0.0) == (advantage == "rloo")  # no value head with rloo
     model = tmp_path / "ppo" / "model"
     assert (model / "ppo_adapter" / "adapter_config.json").is_file()
     assert (model / "sft_adapter" / "adapter_config.json").is_file()

@@ -48,7 +48,15 @@ CORRUPTIONS = (
     "stray_number",
     "offer_direction",
     "invented_terms",
+    # Broken grammar ("thanks 52 months on your Plus plan on our 52 months"): what PPO drifted to
+    # when the RM had never seen it rejected, scoring it above SFT's fluent messages. No shield
+    # rule judges grammar; the reward model is what learns it.
+    "disfluent",
 )
+# Corruptions the reward model learns that no shield rule catches.
+RM_ONLY = ("disfluent",)
+# The small words a drifting writer drops, doubles or misplaces.
+FUNCTION_WORDS = ("for", "with", "on", "the", "your", "us", "to", "of", "and", "our", "you", "in")
 # What an invented term adds: a duration, a deadline or a condition the offer does not have.
 INVENTED_TERMS = (
     " This offer runs for six months.",
@@ -198,7 +206,25 @@ def corrupt(
         return msg.replace(f"{d}% off", f"an extra {d}% added to", 1)
     if kind == "invented_terms":
         return msg + str(rng.choice(INVENTED_TERMS))
+    if kind == "disfluent":
+        return disfluent(msg, rng)
     raise ValueError(f"unknown corruption {kind!r}")
+
+
+def disfluent(msg: str, rng) -> str:
+    """The message with its grammar broken as a drifting writer breaks it: a small word dropped,
+    or one put where it does not belong; the name, the offer and the facts stay."""
+    words = msg.split(" ")
+    small = [i for i, w in enumerate(words) if w.lower().strip(",.") in FUNCTION_WORDS]
+    if small and rng.random() < 0.5:
+        del words[int(rng.choice(small))]
+    else:
+        i = int(rng.integers(2, len(words)))
+        words.insert(i, str(rng.choice(FUNCTION_WORDS)))
+        if small:  # and one dropped elsewhere, so the length says nothing
+            j = int(rng.choice([x if x < i else x + 1 for x in small]))
+            del words[j]
+    return " ".join(words)
 
 
 def preference_pairs(n: int, seed: int, contract: ContactContract) -> list[dict[str, Any]]:

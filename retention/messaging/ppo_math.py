@@ -6,6 +6,8 @@
 * ``token_rewards``: the per-token reward, ``-beta * (log pi - log pi_ref)`` on every generated
   token plus the sequence score on the last one.
 * ``gae``: generalised advantage estimation over a (batch, tokens) mask.
+* ``leave_one_out``: RLOO's baseline (Ahmadian et al. 2024, "Back to Basics"): with ``k``
+  samples of one prompt, each sample's reward minus the mean of the other ``k - 1``.
 * ``ppo_losses``: the clipped policy loss and the clipped value loss, masked means.
 """
 
@@ -55,6 +57,15 @@ def gae(rewards, values, mask, gamma: float, lam: float):
     return adv * mask, returns * mask
 
 
+def leave_one_out(rewards, k: int):
+    """(B,) rewards of B / k prompts' k consecutive samples -> each minus its siblings' mean."""
+    if k < 2 or len(rewards) % k:
+        raise ValueError(f"leave_one_out: {len(rewards)} rewards are not groups of k={k} >= 2")
+    groups = rewards.reshape(-1, k)
+    baseline = (groups.sum(dim=1, keepdim=True) - groups) / (k - 1)
+    return (groups - baseline).reshape(-1)
+
+
 def whiten(x, mask, eps: float = 1e-8):
     mean = (x * mask).sum() / mask.sum()
     var = (((x - mean) ** 2) * mask).sum() / mask.sum()
@@ -67,17 +78,21 @@ def masked_mean(x, mask):
 
 def ppo_losses(new_logprobs, old_logprobs, advantages, new_values, old_values, returns, mask,
                clip: float = 0.2, value_clip: float = 0.2):  # fmt: skip
-    """(policy loss, value loss, stats): PPO's clipped surrogate and clipped value error."""
+    """(policy loss, value loss, stats): PPO's clipped surrogate and clipped value error (0
+    when ``new_values`` is None)."""
     import torch
 
     ratio = torch.exp(new_logprobs - old_logprobs)
     pg1 = -advantages * ratio
     pg2 = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
     pg_loss = masked_mean(torch.maximum(pg1, pg2), mask)
-    v_clipped = old_values + torch.clamp(new_values - old_values, -value_clip, value_clip)
-    vf_loss = 0.5 * masked_mean(
-        torch.maximum((new_values - returns) ** 2, (v_clipped - returns) ** 2), mask
-    )
+    if new_values is None:  # no value head (a leave-one-out baseline)
+        vf_loss = torch.zeros((), dtype=pg_loss.dtype)
+    else:
+        v_clipped = old_values + torch.clamp(new_values - old_values, -value_clip, value_clip)
+        vf_loss = 0.5 * masked_mean(
+            torch.maximum((new_values - returns) ** 2, (v_clipped - returns) ** 2), mask
+        )
     clipfrac = masked_mean((torch.abs(ratio - 1) > clip).float(), mask)
     approx_kl = 0.5 * masked_mean((new_logprobs - old_logprobs) ** 2, mask)
     return (

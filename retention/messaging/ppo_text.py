@@ -5,11 +5,18 @@ compact loop (the arithmetic lives in ``ppo_math``):
 
 * policy: the SFT adapter merged into the base weights, plus a fresh LoRA adapter that PPO trains;
   the reference is the same model with that adapter disabled, i.e. the SFT writer itself;
-* value head: a linear layer on the policy's last hidden state;
-* reward: the frozen reward model's score of (prompt, message), read in its training format,
-  minus ``shield_penalty`` per shield violation; a per-token KL penalty whose coefficient adapts
+* reward: the frozen reward model's score of (prompt, message), read in its training format
+  and in units of its mean and spread on the SFT writer's first samples (``reward_scale``),
+  minus ``shield_penalty`` per shield violation, minus a KL penalty whose coefficient adapts
   towards ``target_kl`` (Ziegler et al. 2019);
-* GAE, whitened advantages, clipped policy and value losses, a few epochs per batch.
+* advantage ``rloo`` (the default): ``samples_per_prompt`` messages per prompt, each one's
+  sequence reward minus the mean of its siblings' (Ahmadian et al. 2024), on all its tokens. The
+  RM's score of a message depends on its prompt (a long name, a no-discount check-in) far more
+  than on the writer's choices, and one sample per prompt left that in the signal: three runs of
+  one config gave PPO-over-SFT RM win rates of 0.94, 0.44 and 0.13. ``gae``: a linear value head
+  on the last hidden state and GAE over per-token KL rewards;
+* rollouts sampled at ``temperature`` (log-probs of the same tempered distribution), whitened
+  advantages, the clipped surrogate over minibatches for a few epochs.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -32,6 +40,7 @@ from retention.messaging.device import bf16_ok, device, to_device
 from retention.messaging.ppo_math import (
     AdaptiveKLController,
     gae,
+    leave_one_out,
     ppo_losses,
     token_rewards,
     whiten,
@@ -55,9 +64,11 @@ class Rollout:
     mask: Any  # (B, T) 1 on generated tokens up to and including EOS
     logprobs: Any  # (B, T)
     ref_logprobs: Any
-    values: Any
+    values: Any  # None without a value head (rloo)
     scores: Any  # (B,)
     messages: list[str]
+    violations: np.ndarray  # (B,) shield violations per message
+    rm_scores: np.ndarray  # (B,) the RM's raw scores
 
 
 def _token_logprobs(logits, ids):
@@ -67,27 +78,70 @@ def _token_logprobs(logits, ids):
     return torch.gather(logp, 2, ids.unsqueeze(-1)).squeeze(-1)
 
 
-def forward(policy, value_head, ids, attention, n_prompt: int):
-    """Log-probs of the completion tokens and the value estimate before each of them."""
-    out = policy(input_ids=ids, attention_mask=attention, output_hidden_states=True)
-    logits = out.logits[:, n_prompt - 1 : -1]
+def forward(policy, value_head, ids, attention, n_prompt: int, temperature: float = 1.0):
+    """Log-probs of the completion tokens (of the distribution sampled at ``temperature``) and,
+    with a value head, the value estimate before each of them."""
+    # The vocabulary projection only where a completion token is predicted: the prompt's
+    # positions would be most of its cost and memory.
+    keep = ids.shape[1] - n_prompt + 1
+    out = policy(input_ids=ids, attention_mask=attention, logits_to_keep=keep,
+                 output_hidden_states=value_head is not None)  # fmt: skip
+    logprobs = _token_logprobs(out.logits[:, :-1] / temperature, ids[:, n_prompt:])
+    if value_head is None:
+        return logprobs, None
     hidden = out.hidden_states[-1][:, n_prompt - 1 : -1]
-    return _token_logprobs(logits, ids[:, n_prompt:]), value_head(hidden.float()).squeeze(-1)
+    return logprobs, value_head(hidden.float()).squeeze(-1)
 
 
-def reward_scores(rm: RewardScorer, items: list[Example], messages: list[str], penalty: float):
-    """RM score minus ``penalty`` per shield violation, one per message."""
-    scores = rm.score([e.prompt() for e in items], messages)
-    violations = np.array(
-        [
-            len(check_message(m, e.facts, e.offer_level, e.contract).violations)
-            for m, e in zip(messages, items, strict=True)
-        ]
-    )
-    return scores - penalty * violations
+def advantages(ro: Rollout, beta: float, cfg):
+    """(advantages, returns or None, per-token KL) of a rollout, whitened over its tokens."""
+    if cfg.advantage == "rloo":
+        kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
+        seq = ro.scores - beta * kl.sum(dim=1)
+        adv = leave_one_out(seq, cfg.samples_per_prompt)[:, None] * ro.mask
+        return whiten(adv, ro.mask), None, kl
+    rewards, kl = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, beta)
+    adv, returns = gae(rewards, ro.values, ro.mask, cfg.gamma, cfg.lam)
+    return whiten(adv, ro.mask), returns, kl
 
 
-def rollout(policy, value_head, tok, rm, items, cfg) -> Rollout:
+@dataclass(frozen=True)
+class RewardScale:
+    """The RM's mean and spread on the SFT writer's own first samples: scores are read in those
+    units (Ziegler et al. 2019 normalise the RM on the reference policy), so the KL coefficient
+    and the shield penalty weigh the same whatever scale one RM's training left it on."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, raw: np.ndarray) -> RewardScale:
+        return cls(float(raw.mean()), max(float(raw.std()), 0.25))  # one look-alike batch
+
+
+def reward_scores(rm: RewardScorer, items: list[Example], messages: list[str], penalty: float,
+                  scale: RewardScale | None):  # fmt: skip
+    """(RM score, in ``scale``'s units when given, minus ``penalty`` per shield violation; the
+    violations; the raw RM scores), one per message."""
+    # A prompt's samples often repeat one another: each distinct message is judged once.
+    keys = [(id(e), m) for e, m in zip(items, messages, strict=True)]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    distinct = sorted(first.values())
+    judged = rm.score([items[i].prompt() for i in distinct], [messages[i] for i in distinct])
+    counts = [len(check_message(messages[i], items[i].facts, items[i].offer_level,
+                                items[i].contract).violations) for i in distinct]  # fmt: skip
+    at = {i: j for j, i in enumerate(distinct)}
+    raw = np.array([judged[at[first[k]]] for k in keys])
+    violations = np.array([counts[at[first[k]]] for k in keys])
+    return sequence_scores(raw, violations, penalty, scale), violations, raw
+
+
+def sequence_scores(raw, violations, penalty: float, scale: RewardScale | None) -> np.ndarray:
+    scaled = (raw - scale.mean) / scale.std if scale is not None else raw
+    return scaled - penalty * violations
+
+
+def rollout(policy, value_head, tok, rm, items, cfg, scale: RewardScale | None) -> Rollout:
     import torch
 
     texts = [tok.apply_chat_template(e.prompt(), tokenize=False, add_generation_prompt=True)
@@ -96,40 +150,67 @@ def rollout(policy, value_head, tok, rm, items, cfg) -> Rollout:
     n_prompt = batch["input_ids"].shape[1]
     policy.eval()
     # no_grad, not inference_mode: the ids are inputs of the training forward passes later.
-    with torch.no_grad():
-        gen = policy.generate(
+    with torch.no_grad(), merged(policy):
+        out = policy.generate(
             **batch,
             do_sample=True,
             top_k=0,
             top_p=1.0,
-            temperature=1.0,
+            temperature=cfg.temperature,
             max_new_tokens=cfg.max_new_tokens,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
+    gen = out.sequences
     completion = gen[:, n_prompt:]
     is_eos = completion == tok.eos_token_id
     after_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
     mask = (~after_eos & (completion != tok.pad_token_id)).float()
     attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)
     messages = [t.strip() for t in tok.batch_decode(completion.cpu(), skip_special_tokens=True)]
-    scores = reward_scores(rm, items, messages, cfg.shield_penalty)
+    scores, violations, raw = reward_scores(rm, items, messages, cfg.shield_penalty, scale)
     with torch.no_grad():
-        logprobs, values = forward(policy, value_head, gen, attention, n_prompt)
+        if value_head is None:
+            # The sampling policy's own log-probs, read off generation's logits: a second
+            # forward pass over prompt and message would cost a third of the update. (RoPE
+            # scores depend on relative positions only, so left padding changes nothing.)
+            logits = torch.stack(out.logits, dim=1) / cfg.temperature
+            logprobs, values = _token_logprobs(logits, completion), None
+        else:
+            logprobs, values = forward(policy, value_head, gen, attention, n_prompt,
+                                       cfg.temperature)  # fmt: skip
         with policy.disable_adapter():
-            ref_logprobs, _ = forward(policy, value_head, gen, attention, n_prompt)
+            ref_logprobs, _ = forward(policy, None, gen, attention, n_prompt, cfg.temperature)
     return Rollout(gen, attention, mask, logprobs, ref_logprobs, values,
-                   torch.tensor(scores, dtype=torch.float32, device=gen.device), messages)  # fmt: skip
+                   torch.tensor(scores, dtype=torch.float32, device=gen.device), messages,
+                   violations, raw)  # fmt: skip
+
+
+@contextmanager
+def merged(policy):
+    """The policy's LoRA adapter merged into its weights for the block: generation then runs
+    plain matrix products, without the adapter's extra small ones at every step (10.0 s -> 7.3 s
+    for 32 messages on 2 cores)."""
+    policy.merge_adapter()
+    try:
+        yield policy
+    finally:
+        policy.unmerge_adapter()
 
 
 def load_policy(profile: Profile, sft_dir: str | Path):
-    """The SFT writer merged into the base, with a fresh trainable LoRA adapter on top."""
+    """The SFT writer merged into the base, with a fresh trainable LoRA adapter on top, and a
+    zero-initialised value head when the advantage is ``gae`` (else None)."""
     import torch
     from peft import PeftModel, get_peft_model
 
     base, tok = load_base(profile.writer.model)
     merged = PeftModel.from_pretrained(base, str(_adapter_dir(sft_dir))).merge_and_unload()
     policy = to_device(get_peft_model(merged, lora_config(profile.writer)))
+    if profile.writer.ppo.advantage != "gae":
+        return policy, None, tok
     value_head = torch.nn.Linear(merged.config.hidden_size, 1)
     torch.nn.init.zeros_(value_head.weight)
     torch.nn.init.zeros_(value_head.bias)
@@ -188,26 +269,39 @@ def release_decision(judged: dict[str, Any], cfg) -> tuple[str, str]:
     )
 
 
-def _kl_to_reference(policy, tok, prompts, messages) -> float:
+def _kl_to_reference(policy, tok, prompts, messages, batch: int = 16) -> float:
     """Mean summed log-ratio of the policy's own greedy messages to the reference (SFT)."""
     import torch
 
+    heads = [
+        tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts
+    ]
+    rows = [
+        (len(tok(h)["input_ids"]), tok(h + m)["input_ids"])
+        for h, m in zip(heads, messages, strict=True)
+    ]
+    rows = [(n, ids) for n, ids in rows if len(ids) > n]
     kls = []
-    for p, m in zip(prompts, messages, strict=True):
-        t = tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-        ids = tok(t + m, return_tensors="pt")["input_ids"].to(policy.device)
-        n_prompt = len(tok(t)["input_ids"])
-        if ids.shape[1] <= n_prompt:
-            continue
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        width = max(len(ids) for _, ids in chunk)
+        pad = tok.pad_token_id
+        ids = torch.tensor([x + [pad] * (width - len(x)) for _, x in chunk], device=policy.device)
+        attention = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for _, x in chunk],
+                                 device=policy.device)  # fmt: skip
+        # Message tokens only: from each row's end of prompt to its last real token.
+        pos = torch.arange(1, width, device=policy.device)[None, :]
+        n = torch.tensor([[m] for m, _ in chunk], device=policy.device)
+        ends = attention.sum(dim=1, keepdim=True)
+        mask = ((pos >= n) & (pos < ends)).float()
         with torch.no_grad():
-            lp = _token_logprobs(
-                policy(input_ids=ids).logits[:, n_prompt - 1 : -1], ids[:, n_prompt:]
-            )
+            lp = _token_logprobs(policy(input_ids=ids, attention_mask=attention).logits[:, :-1],
+                                 ids[:, 1:])  # fmt: skip
             with policy.disable_adapter():
                 ref = _token_logprobs(
-                    policy(input_ids=ids).logits[:, n_prompt - 1 : -1], ids[:, n_prompt:]
+                    policy(input_ids=ids, attention_mask=attention).logits[:, :-1], ids[:, 1:]
                 )
-        kls.append(float((lp - ref).sum()))
+        kls += ((lp - ref) * mask).sum(dim=1).tolist()
     return float(np.mean(kls)) if kls else 0.0
 
 
@@ -215,7 +309,8 @@ def evaluate_writer(policy, tok, rm: RewardScorer, items: list[Example], cfg, re
     """PPO writer against the SFT writer (adapter disabled) on held-out prompts, and the release:
     which one (or the template) goes out, judged as written and after the shield."""
     prompts = [e.prompt() for e in items]
-    ppo_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
+    with merged(policy):
+        ppo_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
     with policy.disable_adapter():
         sft_msgs = generate(policy, tok, prompts, cfg.max_new_tokens)
     ppo_rm, sft_rm = rm.score(prompts, ppo_msgs), rm.score(prompts, sft_msgs)
@@ -317,10 +412,13 @@ def train_ppo_text(
     torch.manual_seed(profile.seed)
     policy, value_head, tok = load_policy(profile, sft_dir)
     rm = load_reward_model(profile, rm_dir)
-    params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
+    params = [p for p in policy.parameters() if p.requires_grad]
+    params += list(value_head.parameters()) if value_head is not None else []
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon)
     dev = device()
+    k = cfg.samples_per_prompt
+    scale: RewardScale | None = None
     pool = examples(
         cfg.updates * cfg.batch_size, profile.seed + TRAIN_SEED_OFFSET, profile.contract
     )
@@ -328,37 +426,59 @@ def train_ppo_text(
     t0 = time.perf_counter()
     progress = Progress("ppo-text", cfg.updates, unit="update")
     for u in range(cfg.updates):
-        items = pool[u * cfg.batch_size : (u + 1) * cfg.batch_size]
-        ro = rollout(policy, value_head, tok, rm, items, cfg)
+        # Each prompt's k samples side by side: leave_one_out reads them as consecutive groups.
+        items = [e for e in pool[u * cfg.batch_size : (u + 1) * cfg.batch_size] for _ in range(k)]
+        t_update = time.perf_counter()
+        ro = rollout(policy, value_head, tok, rm, items, cfg, scale)
+        rollout_s = time.perf_counter() - t_update
+        if scale is None and cfg.reward_scale:  # the first samples are the SFT writer's own
+            scale = RewardScale.of(ro.rm_scores)
+            scores = sequence_scores(ro.rm_scores, ro.violations, cfg.shield_penalty, scale)
+            ro.scores = torch.tensor(scores, dtype=torch.float32, device=ro.scores.device)
+            log.info("ppo-text: RM scores of the SFT samples: mean %.2f, std %.2f (the reward's "
+                     "units)", scale.mean, scale.std)  # fmt: skip
         n_prompt = ro.ids.shape[1] - ro.mask.shape[1]
-        rewards, kl = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_ctl.value)
-        adv, returns = gae(rewards, ro.values, ro.mask, cfg.gamma, cfg.lam)
-        adv = whiten(adv, ro.mask)
+        adv, returns, kl = advantages(ro, kl_ctl.value, cfg)
         policy.train()
         for _ in range(cfg.epochs):
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_ok(cfg.bf16)):
-                logprobs, values = forward(policy, value_head, ro.ids, ro.attention, n_prompt)
-            pg, vf, stats = ppo_losses(logprobs.float(), ro.logprobs, adv, values.float(),
-                                       ro.values, returns, ro.mask, cfg.clip, cfg.value_clip)  # fmt: skip
-            loss = pg + cfg.vf_coef * vf
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            for mb in torch.randperm(len(items)).split(cfg.minibatch_size):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_ok(cfg.bf16)):
+                    logprobs, values = forward(policy, value_head, ro.ids[mb], ro.attention[mb],
+                                               n_prompt, cfg.temperature)  # fmt: skip
+                pg, vf, stats = ppo_losses(
+                    logprobs.float(), ro.logprobs[mb], adv[mb],
+                    None if values is None else values.float(),
+                    None if ro.values is None else ro.values[mb],
+                    None if returns is None else returns[mb], ro.mask[mb], cfg.clip, cfg.value_clip,
+                )  # fmt: skip
+                loss = pg + cfg.vf_coef * vf
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
         mean_kl = float(kl.sum(dim=1).mean())
-        kl_ctl.update(mean_kl, cfg.batch_size)
+        kl_ctl.update(mean_kl, len(items))
+        scores = ro.scores.reshape(-1, k)
         row = {
             "update": u + 1,
             "score": float(ro.scores.mean()),
+            # How much the samples of one prompt differ: what a leave-one-out baseline learns from.
+            "score_spread_within_prompt": float(scores.std(dim=1).mean()) if k > 1 else 0.0,
             "kl": mean_kl,
             "kl_coef": kl_ctl.value,
             "pg_loss": float(pg.detach()),
             "vf_loss": float(vf.detach()),
             "response_tokens": float(ro.mask.sum(dim=1).mean()),
+            "sample_pass_rate": float(np.mean(ro.violations == 0)),
+            # Where an update's time goes: sampling, scoring and the two no-grad passes, then
+            # the optimiser's epochs.
+            "rollout_s": rollout_s,
+            "optimise_s": time.perf_counter() - t_update - rollout_s,
             **stats,
         }
         history.append(row)
-        progress.step(u + 1, f"score {row['score']:.3f}, kl {mean_kl:.3f}, beta {kl_ctl.value:.4f}")
+        progress.step(u + 1, f"score {row['score']:.2f}, samples passing {row['sample_pass_rate']:.0%}"
+                             f", kl {mean_kl:.2f}, beta {kl_ctl.value:.3f}")  # fmt: skip
     train_s = time.perf_counter() - t0
     judged = evaluate_writer(
         policy, tok, rm, release_examples(profile), cfg, profile.writer.release
@@ -370,7 +490,11 @@ def train_ppo_text(
         s_per_update=train_s / cfg.updates,
         final_kl_coef=kl_ctl.value,
         **{k: v for k, v in judged.items() if k not in details},
-        details={**{k: judged[k] for k in details}, "history": history},
+        details={
+            **{k: judged[k] for k in details},
+            "history": history,
+            "reward_scale": None if scale is None else {"mean": scale.mean, "std": scale.std},
+        },
     )
     log.info("ppo-text: released %s: %s", metrics.released, metrics.release_reason)
     out = Path(out_dir)

@@ -20,7 +20,12 @@ from retention.fileio import atomic_dir, write_json
 from retention.messaging.base_model import load_base
 from retention.messaging.data import preference_pairs
 from retention.messaging.public_data import public_pairs
-from retention.messaging.sft import lora_config, step_progress, trainer_kwargs
+from retention.messaging.sft import (
+    lora_config,
+    step_progress,
+    trainer_kwargs,
+    without_log_prints,
+)
 from retention.models.outputs import METRICS_FILE, MODEL_DIR
 from retention.results import RewardResult
 
@@ -103,18 +108,20 @@ def train_rm(profile: Profile, out_dir: str | Path) -> RewardResult:
             out, r.steps, r.batch_size, r.learning_rate, r.max_length, r.bf16, profile.seed
         )  # fmt: skip
     )
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(
-            rm_rows(
-                preference_pairs(cfg.rm.pairs, profile.seed, profile.contract)
-                + public_pairs(cfg.rm.public, out / "public")
-            )
-        ),
-        processing_class=tok,
-        peft_config=lora_config(cfg, task_type="SEQ_CLS"),
-        callbacks=[step_progress("rm")],
+    trainer = without_log_prints(
+        RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(
+                rm_rows(
+                    preference_pairs(cfg.rm.pairs, profile.seed, profile.contract)
+                    + public_pairs(cfg.rm.public, out / "public")
+                )
+            ),
+            processing_class=tok,
+            peft_config=lora_config(cfg, task_type="SEQ_CLS"),
+            callbacks=[step_progress("rm")],
+        )
     )
     t = time.perf_counter()
     result = trainer.train()

@@ -45,7 +45,11 @@ def lora_config(cfg: WriterConfig, task_type: str = "CAUSAL_LM"):
 def trainer_kwargs(out: Path, steps: int, batch_size: int, lr: float, max_length: int,
                    bf16: bool, seed: int) -> dict[str, Any]:  # fmt: skip
     """The settings SFT and RM share: bf16 where the hardware has it, no checkpointing, nothing
-    saved; the GPU when there is one."""
+    saved; the GPU when there is one. Turns off datasets' bars (one per tokenising and filtering
+    pass) for the process: the step progress is what a person reads."""
+    from datasets.utils.tqdm import disable_progress_bars
+
+    disable_progress_bars()
     return {
         "output_dir": str(out / "trainer"),
         "max_steps": steps,
@@ -59,7 +63,18 @@ def trainer_kwargs(out: Path, steps: int, batch_size: int, lr: float, max_length
         "save_strategy": "no",
         "report_to": "none",
         "seed": seed,
+        # step_progress reports the steps; the trainer's own bar and log dicts would repeat them.
+        "disable_tqdm": True,
     }
+
+
+def without_log_prints(trainer):
+    """The trainer without the callback that prints each log dict (tqdm off turns it on):
+    ``step_progress`` reports the steps and the loss once, readably."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def step_progress(what: str):
@@ -163,15 +178,17 @@ def train_sft(profile: Profile, out_dir: str | Path) -> SftResult:
         ),  # fmt: skip
         completion_only_loss=True,
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(
-            sft_rows(train) + public_sft_rows(cfg.sft.public, out / "public")
-        ),
-        processing_class=tok,
-        peft_config=lora_config(cfg),
-        callbacks=[step_progress("sft")],
+    trainer = without_log_prints(
+        SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(
+                sft_rows(train) + public_sft_rows(cfg.sft.public, out / "public")
+            ),
+            processing_class=tok,
+            peft_config=lora_config(cfg),
+            callbacks=[step_progress("sft")],
+        )
     )
     t = time.perf_counter()
     result = trainer.train()
