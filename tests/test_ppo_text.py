@@ -93,7 +93,7 @@ def test_rloo_advantages_favour_the_better_sample_on_all_its_tokens():
     ro = SimpleNamespace(scores=torch.tensor([1.0, 0.0, 5.0, 5.0]), logprobs=zeros,
                          ref_logprobs=zeros, mask=mask, values=None)  # fmt: skip
     cfg = PpoTextConfig(samples_per_prompt=2)
-    adv, returns, kl = advantages(ro, 0.1, cfg)
+    adv, returns, kl = advantages(ro, ro.scores, 0.1, cfg)
     assert returns is None and torch.all(kl == 0)
     assert torch.all(adv[0, :2] > 0) and torch.all(adv[1] < 0)  # 1 beat 0 on the first prompt
     assert torch.allclose(adv[0, :2], adv[0, 0]) and adv[0, 2] == 0  # one value, masked after
@@ -101,7 +101,7 @@ def test_rloo_advantages_favour_the_better_sample_on_all_its_tokens():
     # The KL penalty is part of the sequence reward: same score, the one further from SFT loses.
     lp = torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0], [0.0] * 3, [0.0] * 3])
     ro.scores, ro.logprobs = torch.tensor([1.0, 1.0, 0.0, 0.0]), lp
-    adv, _, kl = advantages(ro, 0.1, cfg)
+    adv, _, kl = advantages(ro, ro.scores, 0.1, cfg)
     assert float(kl[1].sum()) == 6.0 and adv[0, 0] > adv[1, 0]
 
 

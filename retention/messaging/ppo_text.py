@@ -65,7 +65,6 @@ class Rollout:
     logprobs: Any  # (B, T)
     ref_logprobs: Any
     values: Any  # None without a value head (rloo)
-    scores: Any  # (B,)
     messages: list[str]
     violations: np.ndarray  # (B,) shield violations per message
     rm_scores: np.ndarray  # (B,) the RM's raw scores
@@ -93,14 +92,15 @@ def forward(policy, value_head, ids, attention, n_prompt: int, temperature: floa
     return logprobs, value_head(hidden.float()).squeeze(-1)
 
 
-def advantages(ro: Rollout, beta: float, cfg):
-    """(advantages, returns or None, per-token KL) of a rollout, whitened over its tokens."""
+def advantages(ro: Rollout, scores, beta: float, cfg):
+    """(advantages, returns or None, per-token KL) of a rollout whose messages scored ``scores``
+    (B,), whitened over its tokens."""
     if cfg.advantage == "rloo":
         kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
-        seq = ro.scores - beta * kl.sum(dim=1)
+        seq = scores - beta * kl.sum(dim=1)
         adv = leave_one_out(seq, cfg.samples_per_prompt)[:, None] * ro.mask
         return whiten(adv, ro.mask), None, kl
-    rewards, kl = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, beta)
+    rewards, kl = token_rewards(scores, ro.logprobs, ro.ref_logprobs, ro.mask, beta)
     adv, returns = gae(rewards, ro.values, ro.mask, cfg.gamma, cfg.lam)
     return whiten(adv, ro.mask), returns, kl
 
@@ -119,10 +119,8 @@ class RewardScale:
         return cls(float(raw.mean()), max(float(raw.std()), 0.25))  # one look-alike batch
 
 
-def reward_scores(rm: RewardScorer, items: list[Example], messages: list[str], penalty: float,
-                  scale: RewardScale | None):  # fmt: skip
-    """(RM score, in ``scale``'s units when given, minus ``penalty`` per shield violation; the
-    violations; the raw RM scores), one per message."""
+def judge_messages(rm: RewardScorer, items: list[Example], messages: list[str]):
+    """(the RM's raw scores, the shield's violation counts), one per message."""
     # A prompt's samples often repeat one another: each distinct message is judged once.
     keys = [(id(e), m) for e, m in zip(items, messages, strict=True)]
     first = {k: i for i, k in reversed(list(enumerate(keys)))}
@@ -133,15 +131,16 @@ def reward_scores(rm: RewardScorer, items: list[Example], messages: list[str], p
     at = {i: j for j, i in enumerate(distinct)}
     raw = np.array([judged[at[first[k]]] for k in keys])
     violations = np.array([counts[at[first[k]]] for k in keys])
-    return sequence_scores(raw, violations, penalty, scale), violations, raw
+    return raw, violations
 
 
 def sequence_scores(raw, violations, penalty: float, scale: RewardScale | None) -> np.ndarray:
+    """The RM's score, in ``scale``'s units when given, minus ``penalty`` per violation."""
     scaled = (raw - scale.mean) / scale.std if scale is not None else raw
     return scaled - penalty * violations
 
 
-def rollout(policy, value_head, tok, rm, items, cfg, scale: RewardScale | None) -> Rollout:
+def rollout(policy, value_head, tok, rm, items, cfg) -> Rollout:
     import torch
 
     texts = [tok.apply_chat_template(e.prompt(), tokenize=False, add_generation_prompt=True)
@@ -170,7 +169,7 @@ def rollout(policy, value_head, tok, rm, items, cfg, scale: RewardScale | None) 
     mask = (~after_eos & (completion != tok.pad_token_id)).float()
     attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)
     messages = [t.strip() for t in tok.batch_decode(completion.cpu(), skip_special_tokens=True)]
-    scores, violations, raw = reward_scores(rm, items, messages, cfg.shield_penalty, scale)
+    raw, violations = judge_messages(rm, items, messages)
     with torch.no_grad():
         if value_head is None:
             # The sampling policy's own log-probs, read off generation's logits: a second
@@ -183,9 +182,8 @@ def rollout(policy, value_head, tok, rm, items, cfg, scale: RewardScale | None) 
                                        cfg.temperature)  # fmt: skip
         with policy.disable_adapter():
             ref_logprobs, _ = forward(policy, None, gen, attention, n_prompt, cfg.temperature)
-    return Rollout(gen, attention, mask, logprobs, ref_logprobs, values,
-                   torch.tensor(scores, dtype=torch.float32, device=gen.device), messages,
-                   violations, raw)  # fmt: skip
+    return Rollout(gen, attention, mask, logprobs, ref_logprobs, values, messages, violations,
+                   raw)  # fmt: skip
 
 
 @contextmanager
@@ -436,16 +434,18 @@ def train_ppo_text(
         # Each prompt's k samples side by side: leave_one_out reads them as consecutive groups.
         items = [e for e in pool[u * cfg.batch_size : (u + 1) * cfg.batch_size] for _ in range(k)]
         t_update = time.perf_counter()
-        ro = rollout(policy, value_head, tok, rm, items, cfg, scale)
+        ro = rollout(policy, value_head, tok, rm, items, cfg)
         rollout_s = time.perf_counter() - t_update
         if scale is None and cfg.reward_scale:  # the first samples are the SFT writer's own
             scale = RewardScale.of(ro.rm_scores)
-            scores = sequence_scores(ro.rm_scores, ro.violations, cfg.shield_penalty, scale)
-            ro.scores = torch.tensor(scores, dtype=torch.float32, device=ro.scores.device)
             log.info("ppo-text: RM scores of the SFT samples: mean %.2f, std %.2f (the reward's "
                      "units)", scale.mean, scale.std)  # fmt: skip
         n_prompt = ro.ids.shape[1] - ro.mask.shape[1]
-        adv, returns, kl = advantages(ro, kl_ctl.value, cfg)
+        scores = torch.tensor(
+            sequence_scores(ro.rm_scores, ro.violations, cfg.shield_penalty, scale),
+            dtype=torch.float32, device=ro.ids.device,
+        )  # fmt: skip
+        adv, returns, kl = advantages(ro, scores, kl_ctl.value, cfg)
         policy.train()
         for _ in range(cfg.epochs):
             for mb in torch.randperm(len(items)).split(cfg.minibatch_size):
@@ -465,12 +465,13 @@ def train_ppo_text(
                 opt.step()
         mean_kl = float(kl.sum(dim=1).mean())
         kl_ctl.update(mean_kl, len(items))
-        scores = ro.scores.reshape(-1, k)
         row = {
             "update": u + 1,
-            "score": float(ro.scores.mean()),
+            "score": float(scores.mean()),
             # How much the samples of one prompt differ: what a leave-one-out baseline learns from.
-            "score_spread_within_prompt": float(scores.std(dim=1).mean()) if k > 1 else 0.0,
+            "score_spread_within_prompt": (
+                float(scores.reshape(-1, k).std(dim=1).mean()) if k > 1 else 0.0
+            ),
             "kl": mean_kl,
             "kl_coef": kl_ctl.value,
             "pg_loss": float(pg.detach()),
